@@ -1,0 +1,52 @@
+# Every target works on a fresh clone: the first one run creates .venv and installs what it needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-dev
+
+# The core tests also run on the oldest and newest supported Pythons (pyenv has them here).
+CORE_TESTS := tests/test_headers.py tests/test_capture.py tests/test_snapshot.py \
+	tests/test_config.py tests/test_scope.py tests/test_outbound.py tests/test_vectors.py
+
+.PHONY: demo test lint typecheck check test-versions bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m integrations.demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+check: lint typecheck test
+
+test-versions:
+	@set -e; for version in 3.10 3.13; do \
+		interpreter="$$(pyenv prefix $$version)/bin/python"; \
+		venv=".venv-$$version"; \
+		[ -x "$$venv/bin/python" ] || "$$interpreter" -m venv "$$venv"; \
+		"$$venv/bin/python" -m pip install --quiet --upgrade pip; \
+		"$$venv/bin/python" -m pip install --quiet -e . pytest hypothesis; \
+		echo "== core tests on Python $$version"; \
+		"$$venv/bin/python" -m pytest -p no:cacheprovider -o addopts= -o asyncio_mode=strict $(CORE_TESTS); \
+	done
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+bench-quick: $(STAMP)
+	$(PY) -m benchmarks --quick
+
+clean:
+	rm -rf $(VENV) .venv-3.10 .venv-3.13 .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,48 @@
+"""meshprop: trace-header propagation for Python services in an Istio / Envoy mesh.
+
+Inbound adapters (``meshprop.asgi``, ``meshprop.wsgi``, ``meshprop.aiohttp``) capture the
+propagation headers of each request; wrapped clients (``meshprop.httpx``, ``meshprop.requests``,
+``meshprop.aiohttp``) forward them on every outbound call. The framework submodules are imported
+on first use, so ``import meshprop`` needs no framework installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._capture import bind
+from ._config import Config
+from ._outbound import outbound_headers
+from ._snapshot import current, request_id, span_id, trace_id, wrap
+
+if TYPE_CHECKING:
+    from . import aiohttp, asgi, httpx, logging, otel, requests, wsgi
+
+__all__ = [
+    "Config",
+    "aiohttp",
+    "asgi",
+    "bind",
+    "current",
+    "httpx",
+    "logging",
+    "otel",
+    "outbound_headers",
+    "request_id",
+    "requests",
+    "span_id",
+    "trace_id",
+    "wrap",
+    "wsgi",
+]
+__version__ = "0.1.0"
+
+_SUBMODULES = frozenset({"aiohttp", "asgi", "httpx", "logging", "otel", "requests", "wsgi"})
+
+
+def __getattr__(name: str) -> Any:
+    # `meshprop.asgi.MeshPropMiddleware` works after a plain `import meshprop`.
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

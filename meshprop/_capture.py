@@ -1,0 +1,202 @@
+"""Turning an inbound request's headers into a snapshot.
+
+This is the per-request hot path: one scan over the request's headers that keeps the raw values
+of the names the Config forwards, then one validation pass over those few values. The three
+entry points differ only in the shape of the headers they read (ASGI's lower-case byte pairs,
+WSGI's ``environ``, and any pairs of str or bytes in any case); none of them knows a framework.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from . import _headers as h
+from ._config import DEFAULT_CONFIG, Config
+from ._snapshot import CURRENT, Snapshot
+
+HeaderPairs = Iterable[tuple[str | bytes, str | bytes]] | Mapping[Any, Any]
+
+_STRIPPED = " \t"
+_B3_MULTI_IDS = (h.B3_TRACE_ID, h.B3_SPAN_ID, h.B3_PARENT_SPAN_ID)
+
+
+def _keep(found: dict[str, str], name: str, value: str) -> None:
+    """Record one occurrence of a header, by its spec's rule for repeats."""
+    if name not in found:
+        found[name] = value
+    elif name in h.JOINED_HEADERS:
+        found[name] = found[name] + "," + value
+    elif name == h.TRACEPARENT:
+        found[name] = ""  # two traceparent headers are invalid (W3C trace-context 3.2)
+
+
+def capture_asgi(headers: Iterable[tuple[bytes, bytes]], config: Config) -> Snapshot:
+    """Snapshot from ASGI ``scope["headers"]``.
+
+    The ASGI spec has servers deliver header names in lower case (uvicorn, hypercorn, daphne and
+    httpx's ASGITransport all do), so names are looked up as they come, with no per-header
+    ``lower()`` on the hot path.
+    """
+    names = config._names_by_bytes
+    prefixes = config._prefixes_bytes
+    found: dict[str, str] = {}
+    for raw_name, raw_value in headers:
+        name = names.get(raw_name)
+        if name is None:
+            if not prefixes or not raw_name.startswith(prefixes):
+                continue
+            name = raw_name.decode("latin-1")
+            if name in config._excluded:
+                continue
+        value = raw_value.decode("latin-1").strip(_STRIPPED)
+        if name in found:
+            _keep(found, name, value)
+        else:
+            found[name] = value
+    return snapshot_from(found, config)
+
+
+def capture_environ(environ: Mapping[str, Any], config: Config) -> Snapshot:
+    """Snapshot from a WSGI ``environ``, where ``x-request-id`` arrives as ``HTTP_X_REQUEST_ID``.
+
+    WSGI servers join repeated headers with commas before the app sees them, so a repeated
+    ``traceparent`` arrives as one value that fails validation, as it should.
+    """
+    found: dict[str, str] = {}
+    for key, name in config._names_by_environ_key.items():
+        value = environ.get(key)
+        if value is not None:
+            found[name] = value.strip(_STRIPPED)
+    prefixes = config._environ_prefixes
+    if prefixes:
+        for key, value in environ.items():
+            if key.startswith(prefixes):
+                name = key[5:].lower().replace("_", "-")
+                if name not in found and name not in config._excluded and isinstance(value, str):
+                    found[name] = value.strip(_STRIPPED)
+    return snapshot_from(found, config)
+
+
+@contextmanager
+def bind(headers: HeaderPairs, *, config: Config | None = None) -> Iterator[Mapping[str, str]]:
+    """Serve a unit of work as if it were a request that carried ``headers``.
+
+    For jobs, message consumers, scripts and tests: the headers get the same parsing,
+    validation and request-id generation as an inbound request, and the previous context comes
+    back on exit, also when the block raises. Yields the forwarded headers.
+    """
+    snapshot = capture_pairs(headers, config or DEFAULT_CONFIG)
+    token = CURRENT.set(snapshot)
+    try:
+        yield snapshot.view()
+    finally:
+        CURRENT.reset(token)
+
+
+def capture_pairs(pairs: HeaderPairs, config: Config) -> Snapshot:
+    """Snapshot from any header pairs (or a mapping), names in any case, str or bytes."""
+    items = pairs.items() if isinstance(pairs, Mapping) else pairs
+    forwarded = set(config._forwarded_names)
+    prefixes = config._prefixes
+    found: dict[str, str] = {}
+    for raw_name, raw_value in items:
+        name = raw_name.decode("latin-1") if isinstance(raw_name, bytes) else str(raw_name)
+        name = name.lower()
+        if name not in forwarded and not (
+            prefixes and name.startswith(prefixes) and name not in config._excluded
+        ):
+            continue
+        value = raw_value.decode("latin-1") if isinstance(raw_value, bytes) else str(raw_value)
+        _keep(found, name, value.strip(_STRIPPED))
+    return snapshot_from(found, config)
+
+
+def snapshot_from(found: dict[str, str], config: Config) -> Snapshot:
+    """Validate the raw values of one request and build its snapshot.
+
+    ``found`` maps lower-case names to raw values (repeats already resolved) and is consumed.
+    """
+    forwarded: dict[str, str] = {}
+    trace_id: str | None = None
+    span_id: str | None = None
+
+    request_id_name = config._request_id_name
+    request_id = found.pop(request_id_name, None)
+    if request_id is not None and not (
+        config.trust_incoming_request_id and h.is_valid_request_id(request_id)
+    ):
+        request_id = None
+    if request_id is None and config.request_id_generator is not None:
+        request_id = config.request_id_generator()
+    if request_id is not None:
+        forwarded[request_id_name] = request_id
+
+    if found:
+        b3 = found.pop(h.B3, None)
+        if b3 is not None and len(b3) <= _cap(config, h.B3):
+            ids = h.parse_b3_single(b3)
+            if ids is not None:
+                forwarded[h.B3] = b3
+                if ids[0]:
+                    trace_id, span_id = ids
+
+        if h.B3_TRACE_ID in found or h.B3_SPAN_ID in found or h.B3_PARENT_SPAN_ID in found:
+            multi_trace_id = _take_b3_multi_ids(found, forwarded)
+            if multi_trace_id is not None and trace_id is None:
+                trace_id, span_id = multi_trace_id, forwarded[h.B3_SPAN_ID]
+        sampled = found.pop(h.B3_SAMPLED, None)
+        if sampled is not None and h.is_b3_sampled(sampled):
+            forwarded[h.B3_SAMPLED] = sampled
+        flags = found.pop(h.B3_FLAGS, None)
+        if flags is not None and h.is_b3_flags(flags):
+            forwarded[h.B3_FLAGS] = flags
+
+        traceparent = found.pop(h.TRACEPARENT, None)
+        tracestate = found.pop(h.TRACESTATE, None)
+        if traceparent is not None:
+            ids = h.parse_traceparent(traceparent)
+            if ids is not None:
+                forwarded[h.TRACEPARENT] = traceparent
+                if trace_id is None:
+                    trace_id, span_id = ids
+                if (
+                    tracestate is not None
+                    and len(tracestate) <= _cap(config, h.TRACESTATE)
+                    and h.is_safe_value(tracestate)
+                    and h.is_valid_tracestate(tracestate)
+                ):
+                    forwarded[h.TRACESTATE] = tracestate
+
+        for name, value in found.items():
+            if value and len(value) <= _cap(config, name) and h.is_safe_value(value):
+                forwarded[name] = value
+
+    return Snapshot(forwarded, request_id, trace_id, span_id)
+
+
+def _cap(config: Config, name: str) -> int:
+    return config._max_lengths.get(name, config.max_length)
+
+
+def _take_b3_multi_ids(found: dict[str, str], forwarded: dict[str, str]) -> str | None:
+    """Forward the multi-header B3 ids as one unit; return the trace id if they were forwarded.
+
+    If any id is malformed, or a trace id comes without a span id (or the reverse, or a parent
+    without both), none of them travels: half a B3 context would start a broken trace.
+    """
+    trace_id = found.pop(h.B3_TRACE_ID, None)
+    span_id = found.pop(h.B3_SPAN_ID, None)
+    parent_id = found.pop(h.B3_PARENT_SPAN_ID, None)
+    if trace_id is None or span_id is None:
+        return None
+    if not h.is_b3_trace_id(trace_id) or not h.is_hex_id(span_id, 16):
+        return None
+    if parent_id is not None and not h.is_hex_id(parent_id, 16):
+        return None
+    forwarded[h.B3_TRACE_ID] = trace_id
+    forwarded[h.B3_SPAN_ID] = span_id
+    if parent_id is not None:
+        forwarded[h.B3_PARENT_SPAN_ID] = parent_id
+    return trace_id

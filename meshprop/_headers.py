@@ -1,0 +1,167 @@
+"""The header catalogue and the validators.
+
+Everything here is a pure function of its arguments: no I/O, no state, no framework. The rules
+come from the specs (openzipkin b3-propagation, W3C trace-context and baggage) and from what
+Envoy does, never from a guess: a validator only decides *whether* a value may be forwarded,
+it never rewrites one.
+"""
+
+from __future__ import annotations
+
+import re
+
+REQUEST_ID = "x-request-id"
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+BAGGAGE = "baggage"
+B3 = "b3"
+B3_TRACE_ID = "x-b3-traceid"
+B3_SPAN_ID = "x-b3-spanid"
+B3_PARENT_SPAN_ID = "x-b3-parentspanid"
+B3_SAMPLED = "x-b3-sampled"
+B3_FLAGS = "x-b3-flags"
+
+#: What Istio asks every application to forward.
+DEFAULT_HEADERS: tuple[str, ...] = (
+    REQUEST_ID,
+    TRACEPARENT,
+    TRACESTATE,
+    B3,
+    B3_TRACE_ID,
+    B3_SPAN_ID,
+    B3_PARENT_SPAN_ID,
+    B3_SAMPLED,
+    B3_FLAGS,
+)
+
+#: Opt-in sets of other tracers' headers: preset name -> (header names, header name prefixes).
+PRESETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "baggage": ((BAGGAGE,), ()),
+    "lightstep": (("x-ot-span-context",), ()),
+    "stackdriver": (("x-cloud-trace-context", "grpc-trace-bin"), ()),
+    "skywalking": (("sw8",), ()),
+    "datadog": ((), ("x-datadog-",)),
+}
+
+#: Headers that are never forwarded, whatever the configuration says: the sidecar owns them.
+NEVER_FORWARDED_PREFIX = "x-envoy-"
+
+#: Size caps, in characters, for headers whose specs allow more than the general cap.
+DEFAULT_MAX_LENGTHS: dict[str, int] = {BAGGAGE: 8192, TRACESTATE: 512}
+DEFAULT_MAX_LENGTH = 200
+
+#: Headers that arrive repeated are joined with commas (RFC 9110 list syntax) instead of the
+#: first occurrence winning.
+JOINED_HEADERS = frozenset({TRACESTATE, BAGGAGE})
+
+_HEX = "0123456789abcdef"
+_ZERO_16 = "0" * 16
+_ZERO_32 = "0" * 32
+
+# W3C trace-context, section 3.3.1: simple-key / multi-tenant-key and value.
+_TRACESTATE_MEMBER = re.compile(
+    r"(?:[a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13})"
+    r"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
+)
+_TRACESTATE_MAX_MEMBERS = 32
+
+
+def is_safe_value(value: str) -> bool:
+    """A value may travel in an HTTP header we send: visible ASCII and spaces only.
+
+    Control characters (CR, LF, NUL, tabs...) would allow header injection downstream, and
+    non-ASCII text makes HTTP clients raise when they encode the header.
+    """
+    return value.isascii() and value.isprintable()
+
+
+def is_valid_request_id(value: str) -> bool:
+    """Printable ASCII without spaces, at most 200 characters.
+
+    Deliberately not a UUID check: Envoy rewrites the version nibble of the UUIDs it generates
+    to carry its sampling decision, and load balancers use other formats altogether.
+    """
+    return 0 < len(value) <= 200 and value.isascii() and value.isprintable() and " " not in value
+
+
+def is_hex_id(value: str, length: int) -> bool:
+    """Lower-case hex of exactly ``length`` characters, not all zero."""
+    return len(value) == length and not value.strip(_HEX) and value.strip("0") != ""
+
+
+def is_b3_trace_id(value: str) -> bool:
+    """A B3 trace id: 64-bit (16 hex) or 128-bit (32 hex), lower-case, not all zero."""
+    return is_hex_id(value, 16) or is_hex_id(value, 32)
+
+
+def parse_b3_single(value: str) -> tuple[str, str] | None:
+    """Validate a single ``b3`` header; return (trace id, span id), ("", "") for a lone decision.
+
+    Format: ``{trace}-{span}[-{0|1|d}[-{parent}]]`` or a lone ``0`` / ``1`` / ``d``.
+    ``None`` means invalid.
+    """
+    if len(value) == 1:
+        return ("", "") if value in "01d" else None
+    fields = value.split("-")
+    count = len(fields)
+    if count < 2 or count > 4:
+        return None
+    trace_id, span_id = fields[0], fields[1]
+    if not is_b3_trace_id(trace_id) or not is_hex_id(span_id, 16):
+        return None
+    if count >= 3 and fields[2] not in ("0", "1", "d"):
+        return None
+    if count == 4 and not is_hex_id(fields[3], 16):
+        return None
+    return trace_id, span_id
+
+
+def is_b3_sampled(value: str) -> bool:
+    """``x-b3-sampled``: ``0``/``1``, with ``true``/``false`` accepted as older tracers send."""
+    return value in ("0", "1", "true", "false")
+
+
+def is_b3_flags(value: str) -> bool:
+    """``x-b3-flags``: only ``1`` (debug) has a meaning."""
+    return value == "1"
+
+
+def parse_traceparent(value: str) -> tuple[str, str] | None:
+    """Validate a W3C ``traceparent``; return (trace id, parent id), or ``None`` if invalid.
+
+    Version ``00`` must be exactly 55 characters; ``ff`` is invalid; a higher version is judged
+    by its first four fields and may carry more after a dash.
+    """
+    length = len(value)
+    if length < 55 or value[2] != "-" or value[35] != "-" or value[52] != "-":
+        return None
+    version = value[:2]
+    if version.strip(_HEX) or version == "ff":
+        return None
+    if version == "00":
+        if length != 55:
+            return None
+    elif length > 55 and value[55] != "-":
+        return None
+    trace_id = value[3:35]
+    parent_id = value[36:52]
+    flags = value[53:55]
+    if not is_hex_id(trace_id, 32) or not is_hex_id(parent_id, 16) or flags.strip(_HEX):
+        return None
+    return trace_id, parent_id
+
+
+def is_valid_tracestate(value: str) -> bool:
+    """W3C ``tracestate``: at most 32 well-formed ``key=value`` members, no repeated key."""
+    keys: set[str] = set()
+    for member in value.split(","):
+        member = member.strip(" \t")
+        if not member:
+            continue
+        if _TRACESTATE_MEMBER.fullmatch(member) is None:
+            return False
+        key = member[: member.index("=")]
+        if key in keys:
+            return False
+        keys.add(key)
+    return 0 < len(keys) <= _TRACESTATE_MAX_MEMBERS

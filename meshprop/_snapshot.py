@@ -1,0 +1,98 @@
+"""The immutable snapshot of one request's propagation headers, and the ContextVar that holds it.
+
+One ContextVar for the whole snapshot, not one per header: a new header is a new key, never a
+new variable. It is always set with a token and reset with that token, so a request never sees
+what an earlier one left behind on the same thread, worker or task.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import ParamSpec, TypeVar
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class Snapshot:
+    """What one request brought in: the headers to forward, and the ids read from them.
+
+    ``headers`` maps lower-case names to values exactly as they arrived (validated, never
+    rewritten). Treat it as read-only: ``meshprop.current()`` hands out a read-only view.
+    """
+
+    __slots__ = ("_view", "headers", "request_id", "span_id", "trace_id")
+
+    def __init__(
+        self,
+        headers: dict[str, str],
+        request_id: str | None,
+        trace_id: str | None,
+        span_id: str | None,
+    ) -> None:
+        self.headers = headers
+        self.request_id = request_id
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self._view: Mapping[str, str] | None = None
+
+    def view(self) -> Mapping[str, str]:
+        """A read-only view of the headers, made once per snapshot."""
+        view = self._view
+        if view is None:
+            view = self._view = MappingProxyType(self.headers)
+        return view
+
+    def __repr__(self) -> str:
+        return f"Snapshot({self.headers!r})"
+
+
+#: The snapshot of the request being served in this context, or None outside a request.
+CURRENT: contextvars.ContextVar[Snapshot | None] = contextvars.ContextVar(
+    "meshprop.snapshot", default=None
+)
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+def current() -> Mapping[str, str]:
+    """The headers to forward for the current request (lower-case names); empty outside one."""
+    snapshot = CURRENT.get()
+    return _EMPTY if snapshot is None else snapshot.view()
+
+
+def request_id() -> str | None:
+    """The current request's ``x-request-id`` (received or generated), or None outside one."""
+    snapshot = CURRENT.get()
+    return None if snapshot is None else snapshot.request_id
+
+
+def trace_id() -> str | None:
+    """The current trace id as received: the B3 trace id, else the W3C ``traceparent`` one."""
+    snapshot = CURRENT.get()
+    return None if snapshot is None else snapshot.trace_id
+
+
+def span_id() -> str | None:
+    """The span id that came with the trace id (the caller's span, as seen by this service)."""
+    snapshot = CURRENT.get()
+    return None if snapshot is None else snapshot.span_id
+
+
+def wrap(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Bind ``fn`` to the context in force now, for threads, executors and callbacks.
+
+    The context is captured when ``wrap`` is called. Each call runs in a fresh copy of it, so
+    the wrapped function may run in several threads at once and its own changes to context
+    variables stay inside that call.
+    """
+    context = contextvars.copy_context()
+
+    @functools.wraps(fn)
+    def bound(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return context.copy().run(fn, *args, **kwargs)
+
+    return bound
