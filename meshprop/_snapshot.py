@@ -7,6 +7,7 @@ what an earlier one left behind on the same thread, worker or task.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 from collections.abc import Callable, Mapping
@@ -96,3 +97,24 @@ def wrap(fn: Callable[_P, _R]) -> Callable[_P, _R]:
         return context.copy().run(fn, *args, **kwargs)
 
     return bound
+
+
+_EXCEPTION_ATTRIBUTE = "__meshprop_request_id__"
+
+
+def mark_exception(error: BaseException, snapshot: Snapshot) -> None:
+    """Remember on an exception which request raised it.
+
+    Servers log an unhandled exception after the adapter has reset the context, so the log
+    record can no longer find the request id in it; ``meshprop.logging.ContextFilter`` reads it
+    from the exception instead.
+    """
+    if snapshot.request_id is not None:
+        with contextlib.suppress(AttributeError, TypeError):  # exception types with __slots__
+            setattr(error, _EXCEPTION_ATTRIBUTE, snapshot.request_id)
+
+
+def exception_request_id(error: BaseException) -> str | None:
+    """The request id ``mark_exception`` stored on ``error``, if any."""
+    value = getattr(error, _EXCEPTION_ATTRIBUTE, None)
+    return value if isinstance(value, str) else None
