@@ -37,9 +37,9 @@ test-versions:
 		venv=".venv-$$version"; \
 		[ -x "$$venv/bin/python" ] || "$$interpreter" -m venv "$$venv"; \
 		"$$venv/bin/python" -m pip install --quiet --upgrade pip; \
-		"$$venv/bin/python" -m pip install --quiet -e . pytest hypothesis; \
+		"$$venv/bin/python" -m pip install --quiet -e . pytest pytest-asyncio pytest-timeout hypothesis; \
 		echo "== core tests on Python $$version"; \
-		"$$venv/bin/python" -m pytest -p no:cacheprovider -o addopts= -o asyncio_mode=strict $(CORE_TESTS); \
+		"$$venv/bin/python" -m pytest -p no:cacheprovider $(CORE_TESTS); \
 	done
 
 bench: $(STAMP)
