@@ -1,0 +1,99 @@
+"""ASGI middleware: one request's propagation headers in the context, and its id on the response.
+
+Pure ASGI, so it works around any ASGI app and needs no framework installed. Two installs:
+
+``app.add_middleware(MeshPropMiddleware)`` (Starlette / FastAPI) puts it inside Starlette's
+``ServerErrorMiddleware``, which answers an unhandled exception with a 500 after this middleware
+has let the exception through: that 500 carries no ``x-request-id`` (the app's own ``Exception``
+handler, which builds it, can read the id with ``exception_request_id(exc)``).
+
+``app = MeshPropMiddleware(app)`` wraps the whole app, ``ServerErrorMiddleware`` included: the
+500 leaves through this middleware's ``send`` and gets the id like any response, and an
+``Exception`` handler runs while the request's context is still set.
+
+Either way the middleware never answers a request itself, and the exception reaches the server
+marked with its request id, for the server's "Exception in ASGI application" log record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from ._capture import capture_asgi
+from ._config import DEFAULT_CONFIG, Config
+from ._snapshot import CURRENT, mark_exception
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+__all__ = ["MeshPropMiddleware"]
+
+# For each scope type served, the messages that open the response and carry its headers. A
+# websocket can be accepted, or denied with an HTTP response (the ASGI denial extension).
+_RESPONSE_STARTS: dict[str, frozenset[str]] = {
+    "http": frozenset({"http.response.start"}),
+    "websocket": frozenset({"websocket.accept", "websocket.http.response.start"}),
+}
+
+
+class MeshPropMiddleware:
+    """Sets the request's snapshot for the app's whole run and echoes its request id.
+
+    For ``http`` and ``websocket`` scopes only; every other scope type (``lifespan``) goes to the
+    app untouched. The context is reset when the app returns, which in ASGI is after the last
+    chunk of a streamed body and after background tasks.
+    """
+
+    def __init__(self, app: ASGIApp, config: Config | None = None) -> None:
+        self.app = app
+        self.config = config or DEFAULT_CONFIG
+        self._echo_name = self.config._echo_name_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response_starts = _RESPONSE_STARTS.get(scope["type"])
+        if response_starts is None:
+            await self.app(scope, receive, send)
+            return
+
+        snapshot = capture_asgi(scope["headers"], self.config)
+        token = CURRENT.set(snapshot)
+        try:
+            echo_name = self._echo_name
+            request_id = snapshot.request_id
+            if echo_name is None or request_id is None:
+                await self.app(scope, receive, send)
+            else:
+
+                async def send_with_echo(message: Message) -> None:
+                    if message["type"] in response_starts:
+                        message = _with_echo(message, echo_name, request_id)
+                    await send(message)
+
+                await self.app(scope, receive, send_with_echo)
+        except BaseException as error:
+            mark_exception(error, snapshot)
+            raise
+        finally:
+            CURRENT.reset(token)
+
+
+def _with_echo(message: Message, echo_name: bytes, request_id: str) -> Message:
+    """The response-start message with the request id added, unless the app set one itself.
+
+    A new message and a new header list: the app's list may belong to a Response object that is
+    sent again, and appending to it would put a second copy on the next response.
+    """
+    headers = message.get("headers")
+    if not headers:
+        return {**message, "headers": [(echo_name, request_id.encode("latin-1"))]}
+    if not isinstance(headers, (list, tuple)):
+        headers = list(headers)  # any iterable is allowed, and it is read twice here
+        message = {**message, "headers": headers}
+    for name, _ in headers:
+        if name.lower() == echo_name:
+            return message
+    return {**message, "headers": [*headers, (echo_name, request_id.encode("latin-1"))]}
