@@ -48,7 +48,7 @@ def capture_asgi(headers: Iterable[tuple[bytes, bytes]], config: Config) -> Snap
             if not prefixes or not raw_name.startswith(prefixes):
                 continue
             name = raw_name.decode("latin-1")
-            if name in config._excluded:
+            if not _is_prefixed_name_forwarded(name, config):
                 continue
         value = raw_value.decode("latin-1").strip(_STRIPPED)
         if name in found:
@@ -74,7 +74,11 @@ def capture_environ(environ: Mapping[str, Any], config: Config) -> Snapshot:
         for key, value in environ.items():
             if key.startswith(prefixes):
                 name = key[5:].lower().replace("_", "-")
-                if name not in found and name not in config._excluded and isinstance(value, str):
+                if (
+                    name not in found
+                    and isinstance(value, str)
+                    and _is_prefixed_name_forwarded(name, config)
+                ):
                     found[name] = value.strip(_STRIPPED)
     return snapshot_from(found, config)
 
@@ -98,14 +102,14 @@ def bind(headers: HeaderPairs, *, config: Config | None = None) -> Iterator[Mapp
 def capture_pairs(pairs: HeaderPairs, config: Config) -> Snapshot:
     """Snapshot from any header pairs (or a mapping), names in any case, str or bytes."""
     items = pairs.items() if isinstance(pairs, Mapping) else pairs
-    forwarded = set(config._forwarded_names)
+    forwarded = config._forwarded_name_set
     prefixes = config._prefixes
     found: dict[str, str] = {}
     for raw_name, raw_value in items:
         name = raw_name.decode("latin-1") if isinstance(raw_name, bytes) else str(raw_name)
         name = name.lower()
         if name not in forwarded and not (
-            prefixes and name.startswith(prefixes) and name not in config._excluded
+            prefixes and name.startswith(prefixes) and _is_prefixed_name_forwarded(name, config)
         ):
             continue
         value = raw_value.decode("latin-1") if isinstance(raw_value, bytes) else str(raw_value)
@@ -125,12 +129,13 @@ def snapshot_from(found: dict[str, str], config: Config) -> Snapshot:
     request_id_name = config._request_id_name
     request_id = found.pop(request_id_name, None)
     if request_id is not None and not (
-        config.trust_incoming_request_id and h.is_valid_request_id(request_id)
+        config.trust_incoming_request_id
+        and h.is_valid_request_id(request_id, config._request_id_max_length)
     ):
         request_id = None
     if request_id is None and config.request_id_generator is not None:
         request_id = config.request_id_generator()
-    if request_id is not None:
+    if request_id is not None and config._forwards_request_id:
         forwarded[request_id_name] = request_id
 
     if found:
@@ -155,7 +160,7 @@ def snapshot_from(found: dict[str, str], config: Config) -> Snapshot:
 
         traceparent = found.pop(h.TRACEPARENT, None)
         tracestate = found.pop(h.TRACESTATE, None)
-        if traceparent is not None:
+        if traceparent is not None and len(traceparent) <= _cap(config, h.TRACEPARENT):
             ids = h.parse_traceparent(traceparent)
             if ids is not None:
                 forwarded[h.TRACEPARENT] = traceparent
@@ -178,6 +183,20 @@ def snapshot_from(found: dict[str, str], config: Config) -> Snapshot:
 
 def _cap(config: Config, name: str) -> int:
     return config._max_lengths.get(name, config.max_length)
+
+
+def _is_prefixed_name_forwarded(name: str, config: Config) -> bool:
+    """Whether a header that matched a configured prefix may travel.
+
+    Its name comes from the request rather than from the Config, so it must be a well-formed
+    header name, and neither excluded nor one of the sidecar's own ``x-envoy-*`` headers (a
+    prefix such as ``x-`` would otherwise pick those up).
+    """
+    return (
+        name not in config._excluded
+        and not name.startswith(h.NEVER_FORWARDED_PREFIX)
+        and h.is_header_name(name)
+    )
 
 
 def _take_b3_multi_ids(found: dict[str, str], forwarded: dict[str, str]) -> str | None:

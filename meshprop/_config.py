@@ -26,9 +26,12 @@ def uuid4_request_id() -> str:
 def _names(values: Collection[str], what: str) -> tuple[str, ...]:
     if isinstance(values, str):
         raise TypeError(f"{what} takes a collection of header names, not the string {values!r}")
+    for value in values:
+        if not isinstance(value, str):
+            raise TypeError(f"{what}: {value!r} is not a str header name")
     names = tuple(value.strip().lower() for value in values)
     for name in names:
-        if not name or not name.isascii() or not name.isprintable() or " " in name or ":" in name:
+        if not _headers.is_header_name(name):
             raise ValueError(f"{what}: {name!r} is not a valid header name")
     return names
 
@@ -74,6 +77,10 @@ class Config:
         extra = _names(self.extra_headers, "extra_headers")
         excluded = set(_names(self.exclude, "exclude"))
         prefixes = list(_names(self.prefixes, "prefixes"))
+        if isinstance(self.presets, str):
+            raise TypeError(
+                f"presets takes a collection of preset names, not the string {self.presets!r}"
+            )
         preset_names: list[str] = []
         for preset in self.presets:
             if preset not in _headers.PRESETS:
@@ -100,7 +107,11 @@ class Config:
         if request_id_header not in excluded:
             forwarded[request_id_header] = None
         max_lengths = {**_headers.DEFAULT_MAX_LENGTHS}
-        max_lengths.update((name.lower(), cap) for name, cap in self.max_lengths.items())
+        cap_names = _names(self.max_lengths, "max_lengths")
+        for name, cap in zip(cap_names, self.max_lengths.values(), strict=True):
+            if not isinstance(cap, int) or cap < 1:
+                raise ValueError(f"max_lengths[{name!r}] must be an int of at least 1, not {cap!r}")
+            max_lengths[name] = cap
         scope = (self.scope,) if isinstance(self.scope, str) else tuple(self.scope)
 
         derived: dict[str, Any] = {
@@ -108,6 +119,9 @@ class Config:
             "echo_name": echo_header,
             "echo_name_bytes": echo_header.encode("ascii") if echo_header else None,
             "forwarded_names": tuple(forwarded),
+            "forwarded_name_set": frozenset(forwarded),
+            "forwards_request_id": request_id_header in forwarded,
+            "request_id_max_length": max_lengths.get(request_id_header, self.max_length),
             "names_by_bytes": {name.encode("ascii"): name for name in forwarded},
             "names_by_environ_key": {
                 "HTTP_" + name.upper().replace("-", "_"): name for name in forwarded
@@ -133,6 +147,9 @@ class Config:
     _echo_name: str | None = field(init=False, repr=False, compare=False)
     _echo_name_bytes: bytes | None = field(init=False, repr=False, compare=False)
     _forwarded_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _forwarded_name_set: frozenset[str] = field(init=False, repr=False, compare=False)
+    _forwards_request_id: bool = field(init=False, repr=False, compare=False)
+    _request_id_max_length: int = field(init=False, repr=False, compare=False)
     _names_by_bytes: dict[bytes, str] = field(init=False, repr=False, compare=False)
     _names_by_environ_key: dict[str, str] = field(init=False, repr=False, compare=False)
     _prefixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
@@ -144,12 +161,13 @@ class Config:
 
     def is_forwarded_name(self, name: str) -> bool:
         """Whether a (lower-case) header name is one this Config forwards."""
-        if name in self._names_by_bytes.values():
+        if name in self._forwarded_name_set:
             return True
         return (
             name.startswith(self._prefixes)
             and name not in self._excluded
             and not name.startswith(_headers.NEVER_FORWARDED_PREFIX)
+            and _headers.is_header_name(name)
         )
 
     def in_scope(self, url_or_host: str) -> bool:

@@ -55,6 +55,8 @@ DEFAULT_MAX_LENGTH = 200
 JOINED_HEADERS = frozenset({TRACESTATE, BAGGAGE})
 
 _HEX = "0123456789abcdef"
+# RFC 9110 section 5.6.2: the characters of a header name (a token).
+_TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _ZERO_16 = "0" * 16
 _ZERO_32 = "0" * 32
 
@@ -75,13 +77,28 @@ def is_safe_value(value: str) -> bool:
     return value.isascii() and value.isprintable()
 
 
-def is_valid_request_id(value: str) -> bool:
-    """Printable ASCII without spaces, at most 200 characters.
+def is_header_name(name: str) -> bool:
+    """A well-formed HTTP header name (an RFC 9110 token).
+
+    Names picked up by a configured prefix come from the request, not from the Config, so they
+    are checked before they are sent anywhere: a CR, LF, space or colon in a name we send would
+    let a caller inject headers downstream.
+    """
+    return name.isascii() and name != "" and not name.strip(_TOKEN_CHARS)
+
+
+def is_valid_request_id(value: str, max_length: int = DEFAULT_MAX_LENGTH) -> bool:
+    """Printable ASCII without spaces, at most ``max_length`` (by default 200) characters.
 
     Deliberately not a UUID check: Envoy rewrites the version nibble of the UUIDs it generates
     to carry its sampling decision, and load balancers use other formats altogether.
     """
-    return 0 < len(value) <= 200 and value.isascii() and value.isprintable() and " " not in value
+    return (
+        0 < len(value) <= max_length
+        and value.isascii()
+        and value.isprintable()
+        and " " not in value
+    )
 
 
 def is_hex_id(value: str, length: int) -> bool:
@@ -141,7 +158,8 @@ def parse_traceparent(value: str) -> tuple[str, str] | None:
     if version == "00":
         if length != 55:
             return None
-    elif length > 55 and value[55] != "-":
+    elif length > 55 and (value[55] != "-" or not is_safe_value(value)):
+        # The fields after the fourth are forwarded verbatim, so they must be safe to send.
         return None
     trace_id = value[3:35]
     parent_id = value[36:52]
