@@ -1,0 +1,104 @@
+"""``meshprop.logging.ContextFilter``: ids on every record, never a dropped one."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry.sdk.trace import TracerProvider
+
+import meshprop
+from meshprop._snapshot import CURRENT, mark_exception
+from meshprop.logging import ContextFilter
+from meshprop.otel import MeshPropagator
+
+TRACE = "463ac35c9f6413ad48485a3953bb6124"
+SPAN = "a2fb4a1d1a96d312"
+FORMAT = "%(request_id)s %(trace_id)s %(span_id)s %(message)s"
+
+
+@pytest.fixture
+def log() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.addFilter(ContextFilter())
+    logger = logging.getLogger("meshprop-test-logging")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    yield logger, stream
+    logger.removeHandler(handler)
+
+
+def lines(stream: io.StringIO) -> list[str]:
+    return stream.getvalue().splitlines()
+
+
+def test_outside_a_request_every_field_is_a_dash(log: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, stream = log
+    logger.info("idle")
+    assert lines(stream) == ["- - - idle"]
+
+
+def test_inside_a_request_the_ids_that_came_in(log: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, stream = log
+    with meshprop.bind({"x-request-id": "abc", "b3": f"{TRACE}-{SPAN}-1"}):
+        logger.info("working")
+    logger.info("done")
+    assert lines(stream) == [f"abc {TRACE} {SPAN} working", "- - - done"]
+
+
+def test_an_active_span_gives_its_own_ids(log: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, stream = log
+    tracer = TracerProvider().get_tracer("test")
+    with (
+        meshprop.bind({"x-request-id": "abc", "b3": f"{TRACE}-{SPAN}-1"}),
+        tracer.start_as_current_span(
+            "child", context=MeshPropagator().extract({"b3": f"{TRACE}-{SPAN}-1"})
+        ) as span,
+    ):
+        logger.info("traced")
+    own_span = format(span.get_span_context().span_id, "016x")
+    assert lines(stream) == [f"abc {TRACE} {own_span} traced"]
+
+
+def test_a_request_served_by_opentelemetry_alone(log: tuple[logging.Logger, io.StringIO]) -> None:
+    """No meshprop adapter: the snapshot the propagator stored in the OTel context is used."""
+    logger, stream = log
+    context = MeshPropagator().extract(
+        {"x-request-id": "abc", "traceparent": f"00-{TRACE}-{SPAN}-01"}
+    )
+    token = otel_context.attach(context)
+    try:
+        logger.info("otel only")
+    finally:
+        otel_context.detach(token)
+    assert lines(stream) == [f"abc {TRACE} {SPAN} otel only"]
+
+
+def test_a_marked_exception_logged_after_the_request_keeps_its_id(
+    log: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = log
+    with meshprop.bind({"x-request-id": "failed-request"}):
+        snapshot = CURRENT.get()
+        assert snapshot is not None
+        error = RuntimeError("boom")
+        mark_exception(error, snapshot)
+    try:
+        raise error
+    except RuntimeError:
+        logger.exception("unhandled")  # as a server logs it, after the context is reset
+    assert lines(stream)[0] == "failed-request - - unhandled"
+
+
+def test_values_passed_with_extra_win_and_no_record_is_dropped() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
+    record.request_id = "explicit"
+    assert ContextFilter().filter(record) is True
+    added = {name: record.__dict__[name] for name in ("request_id", "trace_id", "span_id")}
+    assert added == {"request_id": "explicit", "trace_id": "-", "span_id": "-"}
