@@ -1,0 +1,172 @@
+"""``httpx.Client`` and ``httpx.AsyncClient`` that forward the current request's propagation
+headers.
+
+The headers are added in ``build_request``, where httpx merges the client's default headers
+with the request's once: ``client.get``, ``client.request``, ``client.stream`` and a request
+from ``client.build_request`` sent with ``client.send`` all pass through it. A request the
+caller builds by hand (``httpx.Request(...)``) is sent as is, exactly as httpx sends it without
+the client's default headers.
+
+A redirect hop starts as a copy of the previous hop's headers, so the headers meshprop added are
+taken off again in ``_build_redirect_request`` (where httpx decides what the next hop carries,
+and takes off ``Authorization`` when the origin changes) and added anew only if the next host is
+inside the scope. The same method builds ``response.next_request`` when redirects are not
+followed, so a redirect the caller follows by hand is treated alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ._config import DEFAULT_CONFIG, Config
+from ._extras import require
+from ._outbound import headers_for_host
+
+require("httpx", "httpx")
+
+import httpx  # noqa: E402
+
+__all__ = ["OPT_OUT", "AsyncClient", "Client"]
+
+#: The request extension that turns forwarding off for one request:
+#: ``client.get(url, extensions={"meshprop": False})``.
+OPT_OUT = "meshprop"
+
+# On a request meshprop added headers to: the names it added, to take them off a redirect hop.
+_ADDED_ATTRIBUTE = "_meshprop_added_headers"
+
+
+def _has_known_internals() -> bool:
+    """meshprop relies on two httpx internals, unchanged across the versions it supports (0.27,
+    0.28): the redirect hook, and the (raw name, lower-case name, value) entries of ``Headers``.
+    """
+    headers = httpx.Headers({"A": "b"})
+    return hasattr(httpx.Client, "_build_redirect_request") and headers._list == [
+        (b"A", b"a", b"b")
+    ]
+
+
+# Fail at import rather than forward to every redirect target if httpx ever changes them.
+if not _has_known_internals():
+    raise ImportError(f"meshprop.httpx does not support httpx {httpx.__version__} yet")
+
+
+class Client(httpx.Client):
+    """A drop-in ``httpx.Client`` that forwards the propagation headers.
+
+    Takes every ``httpx.Client`` argument, plus ``config``. A header the caller set, on the
+    request or in the client's ``headers=``, always wins, in any case. Destinations outside the
+    propagation scope, and calls made outside a request, get nothing.
+    """
+
+    def __init__(self, *, config: Config | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._meshprop_config = config or DEFAULT_CONFIG
+
+    def build_request(self, *args: Any, **kwargs: Any) -> httpx.Request:
+        request = super().build_request(*args, **kwargs)
+        _add_forwarded(request, self._meshprop_config)
+        return request
+
+    def _build_redirect_request(
+        self, request: httpx.Request, response: httpx.Response
+    ) -> httpx.Request:
+        next_request = super()._build_redirect_request(request, response)
+        _readdress(request, next_request, self._meshprop_config)
+        return next_request
+
+
+class AsyncClient(httpx.AsyncClient):
+    """A drop-in ``httpx.AsyncClient`` that forwards the propagation headers.
+
+    Takes every ``httpx.AsyncClient`` argument, plus ``config``. A header the caller set, on the
+    request or in the client's ``headers=``, always wins, in any case. Destinations outside the
+    propagation scope, and calls made outside a request, get nothing.
+    """
+
+    def __init__(self, *, config: Config | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._meshprop_config = config or DEFAULT_CONFIG
+
+    def build_request(self, *args: Any, **kwargs: Any) -> httpx.Request:
+        request = super().build_request(*args, **kwargs)
+        _add_forwarded(request, self._meshprop_config)
+        return request
+
+    def _build_redirect_request(
+        self, request: httpx.Request, response: httpx.Response
+    ) -> httpx.Request:
+        next_request = super()._build_redirect_request(request, response)
+        _readdress(request, next_request, self._meshprop_config)
+        return next_request
+
+
+def _add_forwarded(request: httpx.Request, config: Config) -> None:
+    """Add to ``request`` the forwarded headers its caller did not set.
+
+    This is the per-call hot path. ``Headers.__contains__`` and ``__setitem__`` each scan the
+    whole header list, so checking and adding nine headers one by one would cost more than the
+    rest of httpx's header handling; instead the names already present are read once into a
+    set, and the missing headers are appended, ready-encoded, to the list ``Headers`` keeps
+    (raw name, lower-case name, value), the layout every ``Headers`` method reads.
+    """
+    if request.extensions.get(OPT_OUT) is False:
+        return
+    forwarded = headers_for_host(request.url.host, config)
+    if forwarded is None:
+        return
+    encoded = _encoded(forwarded)
+    items = request.headers._list
+    present = {lower_name for _, lower_name, _ in items}
+    if present.isdisjoint(encoded.lower_names):
+        items += encoded.entries
+        setattr(request, _ADDED_ATTRIBUTE, encoded.names)
+        return
+    added: list[str] = []
+    for entry, name in zip(encoded.entries, encoded.names, strict=True):
+        if entry[1] not in present:
+            items.append(entry)
+            added.append(name)
+    if added:
+        setattr(request, _ADDED_ATTRIBUTE, tuple(added))
+
+
+class _Encoded:
+    """One snapshot's headers encoded the way ``Headers`` stores them, made once per snapshot
+    rather than once per call: a handler usually makes several calls for one request."""
+
+    __slots__ = ("entries", "forwarded", "lower_names", "names")
+
+    def __init__(self, forwarded: Mapping[str, str]) -> None:
+        self.forwarded = forwarded  # held so that its id() cannot be reused while cached
+        self.names = tuple(forwarded)
+        entries = []
+        for name, value in forwarded.items():
+            raw_name = name.encode("latin-1")
+            entries.append((raw_name, raw_name, value.encode("latin-1")))
+        self.entries = tuple(entries)
+        self.lower_names = frozenset(entry[1] for entry in self.entries)
+
+
+_ENCODED: dict[int, _Encoded] = {}
+_ENCODED_LIMIT = 256
+
+
+def _encoded(forwarded: Mapping[str, str]) -> _Encoded:
+    encoded = _ENCODED.get(id(forwarded))
+    if encoded is None or encoded.forwarded is not forwarded:
+        encoded = _Encoded(forwarded)
+        if len(_ENCODED) >= _ENCODED_LIMIT:
+            _ENCODED.clear()
+        _ENCODED[id(forwarded)] = encoded
+    return encoded
+
+
+def _readdress(previous: httpx.Request, next_request: httpx.Request, config: Config) -> None:
+    """Take the headers meshprop added to ``previous`` off the redirect hop that copied them,
+    then add them again if the hop's host is inside the scope."""
+    headers = next_request.headers
+    for name in getattr(previous, _ADDED_ATTRIBUTE, ()):
+        headers.pop(name, None)
+    _add_forwarded(next_request, config)
