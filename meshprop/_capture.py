@@ -125,6 +125,8 @@ def snapshot_from(found: dict[str, str], config: Config) -> Snapshot:
     forwarded: dict[str, str] = {}
     trace_id: str | None = None
     span_id: str | None = None
+    caps = config._max_lengths
+    default_cap = config.max_length
 
     request_id_name = config._request_id_name
     request_id = found.pop(request_id_name, None)
@@ -140,7 +142,7 @@ def snapshot_from(found: dict[str, str], config: Config) -> Snapshot:
 
     if found:
         b3 = found.pop(h.B3, None)
-        if b3 is not None and len(b3) <= _cap(config, h.B3):
+        if b3 is not None and len(b3) <= caps.get(h.B3, default_cap):
             ids = h.parse_b3_single(b3)
             if ids is not None:
                 forwarded[h.B3] = b3
@@ -160,7 +162,7 @@ def snapshot_from(found: dict[str, str], config: Config) -> Snapshot:
 
         traceparent = found.pop(h.TRACEPARENT, None)
         tracestate = found.pop(h.TRACESTATE, None)
-        if traceparent is not None and len(traceparent) <= _cap(config, h.TRACEPARENT):
+        if traceparent is not None and len(traceparent) <= caps.get(h.TRACEPARENT, default_cap):
             ids = h.parse_traceparent(traceparent)
             if ids is not None:
                 forwarded[h.TRACEPARENT] = traceparent
@@ -168,21 +170,17 @@ def snapshot_from(found: dict[str, str], config: Config) -> Snapshot:
                     trace_id, span_id = ids
                 if (
                     tracestate is not None
-                    and len(tracestate) <= _cap(config, h.TRACESTATE)
+                    and len(tracestate) <= caps.get(h.TRACESTATE, default_cap)
                     and h.is_safe_value(tracestate)
                     and h.is_valid_tracestate(tracestate)
                 ):
                     forwarded[h.TRACESTATE] = tracestate
 
         for name, value in found.items():
-            if value and len(value) <= _cap(config, name) and h.is_safe_value(value):
+            if value and len(value) <= caps.get(name, default_cap) and h.is_safe_value(value):
                 forwarded[name] = value
 
     return Snapshot(forwarded, request_id, trace_id, span_id)
-
-
-def _cap(config: Config, name: str) -> int:
-    return config._max_lengths.get(name, config.max_length)
 
 
 def _is_prefixed_name_forwarded(name: str, config: Config) -> bool:
@@ -208,11 +206,7 @@ def _take_b3_multi_ids(found: dict[str, str], forwarded: dict[str, str]) -> str 
     trace_id = found.pop(h.B3_TRACE_ID, None)
     span_id = found.pop(h.B3_SPAN_ID, None)
     parent_id = found.pop(h.B3_PARENT_SPAN_ID, None)
-    if trace_id is None or span_id is None:
-        return None
-    if not h.is_b3_trace_id(trace_id) or not h.is_hex_id(span_id, 16):
-        return None
-    if parent_id is not None and not h.is_hex_id(parent_id, 16):
+    if trace_id is None or span_id is None or not h.are_b3_ids(trace_id, span_id, parent_id):
         return None
     forwarded[h.B3_TRACE_ID] = trace_id
     forwarded[h.B3_SPAN_ID] = span_id

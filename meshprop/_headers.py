@@ -67,6 +67,13 @@ _TRACESTATE_MEMBER = re.compile(
 )
 _TRACESTATE_MAX_MEMBERS = 32
 
+# Validators are precompiled matchers: one C-level scan of a value instead of several passes.
+_lower_hex = re.compile(r"[0-9a-f]+").fullmatch
+_b3_trace_id = re.compile(r"[0-9a-f]{16}(?:[0-9a-f]{16})?").fullmatch
+_b3_ids = re.compile(r"(?:[0-9a-f]{16}){1,2}-[0-9a-f]{16}(?:-[0-9a-f]{16})?").fullmatch
+_traceparent_fields = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}").match
+_tracestate_member = _TRACESTATE_MEMBER.fullmatch
+
 
 def is_safe_value(value: str) -> bool:
     """A value may travel in an HTTP header we send: visible ASCII and spaces only.
@@ -103,12 +110,35 @@ def is_valid_request_id(value: str, max_length: int = DEFAULT_MAX_LENGTH) -> boo
 
 def is_hex_id(value: str, length: int) -> bool:
     """Lower-case hex of exactly ``length`` characters, not all zero."""
-    return len(value) == length and not value.strip(_HEX) and value.strip("0") != ""
+    return len(value) == length and _lower_hex(value) is not None and value.count("0") != length
 
 
 def is_b3_trace_id(value: str) -> bool:
     """A B3 trace id: 64-bit (16 hex) or 128-bit (32 hex), lower-case, not all zero."""
-    return is_hex_id(value, 16) or is_hex_id(value, 32)
+    return _b3_trace_id(value) is not None and value.count("0") != len(value)
+
+
+def are_b3_ids(trace_id: str, span_id: str, parent_id: str | None) -> bool:
+    """The multi-header B3 ids as one unit: trace id 16 or 32 hex, span (and parent) 16 hex,
+    all lower-case and none all-zero.
+
+    The lengths are checked first, so joining the ids with dashes for a single match cannot
+    shift one id's characters into another.
+    """
+    if len(span_id) != 16 or len(trace_id) not in (16, 32):
+        return False
+    if parent_id is None:
+        joined = trace_id + "-" + span_id
+    elif len(parent_id) != 16 or parent_id == _ZERO_16:
+        return False
+    else:
+        joined = trace_id + "-" + span_id + "-" + parent_id
+    return (
+        _b3_ids(joined) is not None
+        and span_id != _ZERO_16
+        and trace_id != _ZERO_32
+        and trace_id != _ZERO_16
+    )
 
 
 def parse_b3_single(value: str) -> tuple[str, str] | None:
@@ -149,34 +179,33 @@ def parse_traceparent(value: str) -> tuple[str, str] | None:
     Version ``00`` must be exactly 55 characters; ``ff`` is invalid; a higher version is judged
     by its first four fields and may carry more after a dash.
     """
-    length = len(value)
-    if length < 55 or value[2] != "-" or value[35] != "-" or value[52] != "-":
+    if _traceparent_fields(value) is None:
         return None
-    version = value[:2]
-    if version.strip(_HEX) or version == "ff":
-        return None
-    if version == "00":
-        if length != 55:
+    if value.startswith("00"):
+        if len(value) != 55:
             return None
-    elif length > 55 and (value[55] != "-" or not is_safe_value(value)):
+    elif value.startswith("ff") or (
+        len(value) > 55 and (value[55] != "-" or not is_safe_value(value))
+    ):
         # The fields after the fourth are forwarded verbatim, so they must be safe to send.
         return None
     trace_id = value[3:35]
     parent_id = value[36:52]
-    flags = value[53:55]
-    if not is_hex_id(trace_id, 32) or not is_hex_id(parent_id, 16) or flags.strip(_HEX):
+    if trace_id == _ZERO_32 or parent_id == _ZERO_16:
         return None
     return trace_id, parent_id
 
 
 def is_valid_tracestate(value: str) -> bool:
     """W3C ``tracestate``: at most 32 well-formed ``key=value`` members, no repeated key."""
+    if "," not in value:  # the common case: one vendor's member
+        return _tracestate_member(value.strip(" \t")) is not None
     keys: set[str] = set()
     for member in value.split(","):
         member = member.strip(" \t")
         if not member:
             continue
-        if _TRACESTATE_MEMBER.fullmatch(member) is None:
+        if _tracestate_member(member) is None:
             return False
         key = member[: member.index("=")]
         if key in keys:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import sys
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import ParamSpec, TypeVar
@@ -57,29 +58,44 @@ CURRENT: contextvars.ContextVar[Snapshot | None] = contextvars.ContextVar(
 )
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+_OTEL_TRACE_MODULE = "opentelemetry.trace"
+
+
+def active() -> Snapshot | None:
+    """The snapshot of the request being served: the adapter's, else the one OpenTelemetry's
+    ``MeshPropagator.extract`` keeps in its context for a request no meshprop adapter serves.
+
+    OpenTelemetry is consulted only when the process has already imported it.
+    """
+    snapshot = CURRENT.get()
+    if snapshot is None and _OTEL_TRACE_MODULE in sys.modules:
+        from ._otel_bridge import current_snapshot
+
+        return current_snapshot()
+    return snapshot
 
 
 def current() -> Mapping[str, str]:
     """The headers to forward for the current request (lower-case names); empty outside one."""
-    snapshot = CURRENT.get()
+    snapshot = active()
     return _EMPTY if snapshot is None else snapshot.view()
 
 
 def request_id() -> str | None:
     """The current request's ``x-request-id`` (received or generated), or None outside one."""
-    snapshot = CURRENT.get()
+    snapshot = active()
     return None if snapshot is None else snapshot.request_id
 
 
 def trace_id() -> str | None:
     """The current trace id as received: the B3 trace id, else the W3C ``traceparent`` one."""
-    snapshot = CURRENT.get()
+    snapshot = active()
     return None if snapshot is None else snapshot.trace_id
 
 
 def span_id() -> str | None:
     """The span id that came with the trace id (the caller's span, as seen by this service)."""
-    snapshot = CURRENT.get()
+    snapshot = active()
     return None if snapshot is None else snapshot.span_id
 
 

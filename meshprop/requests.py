@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 from ._config import DEFAULT_CONFIG, Config
 from ._extras import require
 from ._outbound import headers_for_host
-from ._snapshot import CURRENT
 
 require("requests", "requests")
 
@@ -49,11 +48,10 @@ class Session(requests.Session):
         self.meshprop_config = config or DEFAULT_CONFIG
 
     def send(self, request: PreparedRequest, **kwargs: Any) -> Response:
-        if CURRENT.get() is not None:
-            host = urlsplit(str(request.url)).hostname or ""
-            forwarded = headers_for_host(host, self.meshprop_config)
-            if forwarded:
-                request = _with_headers(request, forwarded)
+        host = urlsplit(str(request.url)).hostname or ""
+        forwarded = headers_for_host(host, self.meshprop_config)
+        if forwarded:
+            request = _with_headers(request, forwarded)
         return super().send(request, **kwargs)
 
     def rebuild_auth(self, prepared_request: PreparedRequest, response: Response) -> None:
