@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ._capture import bind
 from ._config import Config
 from ._outbound import outbound_headers
-from ._snapshot import current, request_id, span_id, trace_id, wrap
+from ._snapshot import current, exception_request_id, request_id, span_id, trace_id, wrap
 
 if TYPE_CHECKING:
     from . import aiohttp, asgi, httpx, logging, otel, requests, wsgi
@@ -25,6 +25,7 @@ __all__ = [
     "asgi",
     "bind",
     "current",
+    "exception_request_id",
     "httpx",
     "logging",
     "otel",
