@@ -100,18 +100,32 @@ def bind(headers: HeaderPairs, *, config: Config | None = None) -> Iterator[Mapp
 
 
 def capture_pairs(pairs: HeaderPairs, config: Config) -> Snapshot:
-    """Snapshot from any header pairs (or a mapping), names in any case, str or bytes."""
+    """Snapshot from any header pairs (or a mapping), names in any case, str or bytes.
+
+    Byte names (aiohttp's ``raw_headers``) are looked up without decoding: only a name that
+    matches a configured prefix is decoded.
+    """
     items = pairs.items() if isinstance(pairs, Mapping) else pairs
+    names_by_bytes = config._names_by_bytes
     forwarded = config._forwarded_name_set
     prefixes = config._prefixes
     found: dict[str, str] = {}
     for raw_name, raw_value in items:
-        name = raw_name.decode("latin-1") if isinstance(raw_name, bytes) else str(raw_name)
-        name = name.lower()
-        if name not in forwarded and not (
-            prefixes and name.startswith(prefixes) and _is_prefixed_name_forwarded(name, config)
-        ):
-            continue
+        if isinstance(raw_name, bytes):
+            lowered = raw_name.lower()
+            name = names_by_bytes.get(lowered)
+            if name is None:
+                if not prefixes or not lowered.startswith(config._prefixes_bytes):
+                    continue
+                name = lowered.decode("latin-1")
+                if not _is_prefixed_name_forwarded(name, config):
+                    continue
+        else:
+            name = str(raw_name).lower()
+            if name not in forwarded and not (
+                prefixes and name.startswith(prefixes) and _is_prefixed_name_forwarded(name, config)
+            ):
+                continue
         value = raw_value.decode("latin-1") if isinstance(raw_value, bytes) else str(raw_value)
         _keep(found, name, value.strip(_STRIPPED))
     return snapshot_from(found, config)
