@@ -52,7 +52,28 @@ if not _has_known_internals():
     raise ImportError(f"meshprop.httpx does not support httpx {httpx.__version__} yet")
 
 
-class Client(httpx.Client):
+class _Forwarding:
+    """What both clients add to httpx: the forwarded headers on every request they build, and a
+    fresh decision on each redirect hop."""
+
+    _meshprop_config: Config
+
+    def build_request(self, *args: Any, **kwargs: Any) -> httpx.Request:
+        request: httpx.Request = super().build_request(*args, **kwargs)  # type: ignore[misc]
+        _add_forwarded(request, self._meshprop_config)
+        return request
+
+    def _build_redirect_request(
+        self, request: httpx.Request, response: httpx.Response
+    ) -> httpx.Request:
+        next_request: httpx.Request = super()._build_redirect_request(  # type: ignore[misc]
+            request, response
+        )
+        _readdress(request, next_request, self._meshprop_config)
+        return next_request
+
+
+class Client(_Forwarding, httpx.Client):
     """A drop-in ``httpx.Client`` that forwards the propagation headers.
 
     Takes every ``httpx.Client`` argument, plus ``config``. A header the caller set, on the
@@ -64,20 +85,8 @@ class Client(httpx.Client):
         super().__init__(**kwargs)
         self._meshprop_config = config or DEFAULT_CONFIG
 
-    def build_request(self, *args: Any, **kwargs: Any) -> httpx.Request:
-        request = super().build_request(*args, **kwargs)
-        _add_forwarded(request, self._meshprop_config)
-        return request
 
-    def _build_redirect_request(
-        self, request: httpx.Request, response: httpx.Response
-    ) -> httpx.Request:
-        next_request = super()._build_redirect_request(request, response)
-        _readdress(request, next_request, self._meshprop_config)
-        return next_request
-
-
-class AsyncClient(httpx.AsyncClient):
+class AsyncClient(_Forwarding, httpx.AsyncClient):
     """A drop-in ``httpx.AsyncClient`` that forwards the propagation headers.
 
     Takes every ``httpx.AsyncClient`` argument, plus ``config``. A header the caller set, on the
@@ -88,18 +97,6 @@ class AsyncClient(httpx.AsyncClient):
     def __init__(self, *, config: Config | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._meshprop_config = config or DEFAULT_CONFIG
-
-    def build_request(self, *args: Any, **kwargs: Any) -> httpx.Request:
-        request = super().build_request(*args, **kwargs)
-        _add_forwarded(request, self._meshprop_config)
-        return request
-
-    def _build_redirect_request(
-        self, request: httpx.Request, response: httpx.Response
-    ) -> httpx.Request:
-        next_request = super()._build_redirect_request(request, response)
-        _readdress(request, next_request, self._meshprop_config)
-        return next_request
 
 
 def _add_forwarded(request: httpx.Request, config: Config) -> None:

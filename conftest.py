@@ -1,4 +1,4 @@
-"""Fixtures shared by every test module."""
+"""Fixtures shared by every test module, in tests/ and integrations/ alike."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from meshprop._snapshot import CURRENT
 
 @pytest.fixture(autouse=True)
 def no_leaked_context() -> Iterator[None]:
-    """Every test starts and ends outside a request: a snapshot left behind is a leak."""
+    """Every test starts and ends outside a request: the test process itself never serves one,
+    so a snapshot left behind is a leak."""
     assert CURRENT.get() is None, "a previous test leaked a snapshot into this context"
     yield
     assert CURRENT.get() is None, "this test left a snapshot in the context"
