@@ -136,7 +136,7 @@ class _Encoded:
     __slots__ = ("entries", "forwarded", "lower_names", "names")
 
     def __init__(self, forwarded: Mapping[str, str]) -> None:
-        self.forwarded = forwarded  # held so that its id() cannot be reused while cached
+        self.forwarded = forwarded
         self.names = tuple(forwarded)
         entries = []
         for name, value in forwarded.items():
@@ -146,17 +146,17 @@ class _Encoded:
         self.lower_names = frozenset(entry[1] for entry in self.entries)
 
 
-_ENCODED: dict[int, _Encoded] = {}
-_ENCODED_LIMIT = 256
+# The last snapshot's headers, encoded: the calls one request makes in a row reuse them. One
+# entry, replaced whole, so concurrent requests can only miss, never see another's headers, and
+# memory does not grow with traffic.
+_last_encoded: _Encoded | None = None
 
 
 def _encoded(forwarded: Mapping[str, str]) -> _Encoded:
-    encoded = _ENCODED.get(id(forwarded))
+    global _last_encoded
+    encoded = _last_encoded
     if encoded is None or encoded.forwarded is not forwarded:
-        encoded = _Encoded(forwarded)
-        if len(_ENCODED) >= _ENCODED_LIMIT:
-            _ENCODED.clear()
-        _ENCODED[id(forwarded)] = encoded
+        encoded = _last_encoded = _Encoded(forwarded)
     return encoded
 
 
