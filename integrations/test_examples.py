@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +20,8 @@ from aiohttp.test_utils import TestClient as AiohttpTestClient
 from aiohttp.test_utils import TestServer
 from flask.testing import FlaskClient
 
+from tests.recording_server import recording_server
+
 from ._mesh import PROJECT_ROOT, listening_socket
 from ._report import ISTIO_HEADERS
 from .services._record import received_headers
@@ -29,32 +29,13 @@ from .services._record import received_headers
 EXAMPLES = PROJECT_ROOT / "examples"
 
 
-class _EchoHandler(BaseHTTPRequestHandler):
-    """The next hop: answers with the propagation headers it received."""
-
-    def do_GET(self) -> None:
-        body = json.dumps({"received": received_headers(self.headers.items())}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def downstream_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    """The next hop: answers with the propagation headers it received."""
+    with recording_server(
+        echo=lambda request: {"received": received_headers(request.headers)}
+    ) as server:
+        yield server.url
 
 
 def _load(name: str, downstream_url: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:

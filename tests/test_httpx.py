@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -19,6 +17,7 @@ import pytest
 
 import meshprop
 import meshprop.httpx as mhttpx
+from tests.recording_server import RecordingServer, recording_server
 
 # What an Istio sidecar hands an application, verbatim values a rewrite would change: a 64-bit
 # B3 trace id (not padded), an Envoy request id whose version nibble carries sampling (not a
@@ -464,77 +463,42 @@ def test_a_missing_httpx_names_the_extra_to_install() -> None:
 # -- over a real socket -----------------------------------------------------------------------
 
 
-class _RecordingHandler(BaseHTTPRequestHandler):
-    server: _RecordingServer
-
-    def do_GET(self) -> None:
-        self.server.received.append(Sent(self.path, list(self.headers.items())))
-        if self.path == "/redirect":
-            self.send_response(302)
-            self.send_header("Location", "/landed")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        body = b"ok"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # keep the test output quiet
-
-
-class _RecordingServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _RecordingHandler)
-        self.received: list[Sent] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
 @pytest.fixture
-def server() -> Iterator[_RecordingServer]:
-    server = _RecordingServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+def server() -> Iterator[RecordingServer]:
+    with recording_server(redirects={"/redirect": "/landed"}) as running:
+        yield running
 
 
-async def test_a_real_server_receives_the_headers(api: Api, server: _RecordingServer) -> None:
+def _sent(server: RecordingServer) -> list[Sent]:
+    """What the server received, read the same way as what a MockTransport received."""
+    return [Sent(request.path, request.headers) for request in server.received]
+
+
+async def test_a_real_server_receives_the_headers(api: Api, server: RecordingServer) -> None:
     client = api.client(base_url=server.url, follow_redirects=True, timeout=10)
     with meshprop.bind(ISTIO):
         response = await api.get(client, "/redirect", headers={"X-B3-Sampled": "0"})
     assert response.status_code == 200
     assert response.text == "ok"
-    assert [sent.url for sent in server.received] == ["/redirect", "/landed"]
-    for sent in server.received:
+    assert [sent.url for sent in _sent(server)] == ["/redirect", "/landed"]
+    for sent in _sent(server):
         assert sent.forwarded() == {**ISTIO, "x-b3-sampled": "0"}
 
 
 async def test_a_real_server_outside_the_scope_receives_nothing(
-    api: Api, server: _RecordingServer
+    api: Api, server: RecordingServer
 ) -> None:
     client = api.client(config=meshprop.Config(scope=("*.svc",)), timeout=10)
     with meshprop.bind(ISTIO):
         response = await api.get(client, server.url + "/")
     assert response.status_code == 200
-    assert server.received[0].forwarded() == {}
+    assert _sent(server)[0].forwarded() == {}
 
 
-async def test_the_opt_out_over_a_real_socket(api: Api, server: _RecordingServer) -> None:
+async def test_the_opt_out_over_a_real_socket(api: Api, server: RecordingServer) -> None:
     # the extension reaches httpcore too, which must ignore it
     client = api.client(timeout=10)
     with meshprop.bind(ISTIO):
         response = await api.get(client, server.url + "/", extensions={"meshprop": False})
     assert response.status_code == 200
-    assert server.received[0].forwarded() == {}
+    assert _sent(server)[0].forwarded() == {}

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from opentelemetry import context as otel_context
@@ -34,6 +31,7 @@ from meshprop import Config
 from meshprop._config import DEFAULT_CONFIG
 from meshprop._outbound import headers_for_host
 from meshprop.otel import MeshPropagator
+from tests.recording_server import recording_server
 
 TRACE = "463ac35c9f6413ad48485a3953bb6124"
 SPAN = "a2fb4a1d1a96d312"
@@ -48,31 +46,11 @@ INBOUND = {
 TRACE_HEADERS = ("b3", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "traceparent")
 
 
-class _Echo(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = json.dumps([[name.lower(), value] for name, value in self.headers.items()])
-        encoded = body.encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(encoded)))
-        self.end_headers()
-        self.wfile.write(encoded)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def echo_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/echo"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    # the echo: every header pair received, lower-cased names, in order
+    with recording_server(echo=lambda request: request.headers) as server:
+        yield server.url + "/echo"
 
 
 def _received(pairs: list[list[str]]) -> dict[str, list[str]]:

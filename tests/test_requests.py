@@ -8,11 +8,8 @@ connecting, so nothing ever leaves the machine.
 from __future__ import annotations
 
 import pickle
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -20,45 +17,12 @@ from requests.adapters import BaseAdapter
 
 import meshprop
 from meshprop.requests import Session
+from tests.recording_server import RecordingServer, recording_server
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 INBOUND = {"x-request-id": "req-1", "traceparent": TRACEPARENT, "x-b3-sampled": "1"}
 OUTSIDE = "http://api.example.com"
 PROPAGATED = {"x-request-id", "traceparent", "x-b3-sampled"}
-
-
-class RecordingServer:
-    """Answers every GET with 200, or ``/redirect?to=URL`` with a 302, and records the headers
-    of each request it receives: (path, [(name, value), ...]) with names lower-cased."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[str, list[tuple[str, str]]]] = []
-        received = self.received
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                received.append(
-                    (self.path, [(name.lower(), value) for name, value in self.headers.items()])
-                )
-                query = parse_qs(urlsplit(self.path).query)
-                if self.path.startswith("/redirect"):
-                    self.send_response(302)
-                    self.send_header("Location", query["to"][0])
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def headers(self, index: int = -1) -> dict[str, str]:
-        return dict(self.received[index][1])
 
 
 class OutsideAdapter(BaseAdapter):
@@ -92,15 +56,8 @@ class OutsideAdapter(BaseAdapter):
 
 @pytest.fixture
 def server() -> Iterator[RecordingServer]:
-    recording = RecordingServer()
-    thread = threading.Thread(target=recording.httpd.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield recording
-    finally:
-        recording.httpd.shutdown()
-        recording.httpd.server_close()
-        thread.join(timeout=10)
+    with recording_server() as running:
+        yield running
 
 
 def make_session(config: meshprop.Config | None = None, **adapter: Any) -> Session:
@@ -154,10 +111,10 @@ def test_caller_wins_in_any_case(server: RecordingServer) -> None:
         session.get(server.url + "/", headers={"X-Request-ID": "mine"})
         session.headers["TraceParent"] = "session-value"
         session.get(server.url + "/")
-    first = server.received[0][1]
+    first = server.received[0].headers
     assert [value for name, value in first if name == "x-request-id"] == ["mine"]
     assert propagated(dict(first))["traceparent"] == TRACEPARENT
-    second = server.received[1][1]
+    second = server.received[1].headers
     assert [value for name, value in second if name == "traceparent"] == ["session-value"]
     assert propagated(dict(second))["x-request-id"] == "req-1"
 
@@ -180,12 +137,9 @@ def test_send_of_a_prepared_request(server: RecordingServer) -> None:
 
 
 def test_redirect_from_the_mesh_to_outside(server: RecordingServer) -> None:
+    server.redirects["/redirect"] = OUTSIDE + "/landing"
     with make_session() as session, meshprop.bind(INBOUND):
-        response = session.get(
-            server.url + "/redirect",
-            params={"to": OUTSIDE + "/landing"},
-            headers={"X-Caller": "kept"},
-        )
+        response = session.get(server.url + "/redirect", headers={"X-Caller": "kept"})
     assert [r.status_code for r in response.history] == [302]
     assert propagated(server.headers()) == INBOUND
     landed = outside(session).headers()
@@ -198,24 +152,24 @@ def test_redirect_from_outside_back_into_the_mesh(server: RecordingServer) -> No
         response = session.get(OUTSIDE + "/bounce")
     assert response.status_code == 200
     assert propagated(outside(session).headers()) == {}
-    assert server.received[-1][0] == "/home"
+    assert server.received[-1].path == "/home"
     assert propagated(server.headers()) == INBOUND
 
 
 def test_redirect_inside_the_mesh(server: RecordingServer) -> None:
+    server.redirects["/redirect"] = server.url + "/next"
     with make_session() as session, meshprop.bind(INBOUND):
-        session.get(server.url + "/redirect", params={"to": server.url + "/next"})
-    assert [path for path, _ in server.received][-1] == "/next"
+        session.get(server.url + "/redirect")
+    assert [request.path for request in server.received][-1] == "/next"
     assert propagated(server.headers(0)) == INBOUND
     assert propagated(server.headers(1)) == INBOUND
 
 
 def test_redirect_hop_sent_later_by_hand(server: RecordingServer) -> None:
     """``allow_redirects=False`` leaves the next hop in ``response.next`` for the caller."""
+    server.redirects["/redirect"] = OUTSIDE + "/x"
     with make_session() as session, meshprop.bind(INBOUND):
-        response = session.get(
-            server.url + "/redirect", params={"to": OUTSIDE + "/x"}, allow_redirects=False
-        )
+        response = session.get(server.url + "/redirect", allow_redirects=False)
         next_hop = response.next
         assert next_hop is not None
         assert propagated({k.lower(): v for k, v in next_hop.headers.items()}) == {}

@@ -14,7 +14,6 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -27,38 +26,22 @@ from waitress import wasyncore
 
 import meshprop
 from meshprop._snapshot import CURRENT
+from tests.recording_server import RecordingServer, recording_server
 
 CLIENT_THREADS = 32
 REQUESTS_PER_CLIENT = 50
 SERVER_THREADS = 8
 
 
-class Recorder:
-    """A local HTTP server that records, for each call, the id the caller expected to carry
-    and the x-request-id it did carry."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, str | None]] = []
-        calls = self.calls
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                query = parse_qs(urlsplit(self.path).query)
-                calls.append(
-                    (query["via"][0], query["expect"][0], self.headers.get("x-request-id"))
-                )
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+def hops(recorder: RecordingServer) -> list[tuple[str, str, str | None]]:
+    """Each call the views made: the client it went through, the id the view expected to carry
+    (both in the query) and the x-request-id it did carry."""
+    calls: list[tuple[str, str, str | None]] = []
+    for request in recorder.received:
+        query = parse_qs(urlsplit(request.path).query)
+        carried = next((value for name, value in request.headers if name == "x-request-id"), None)
+        calls.append((query["via"][0], query["expect"][0], carried))
+    return calls
 
 
 def make_flask_app(recorder_url: str, clients: dict[str, Any]) -> Flask:
@@ -139,20 +122,13 @@ class ContextWatch:
 
 
 @pytest.fixture
-def recorder() -> Iterator[Recorder]:
-    recording = Recorder()
-    thread = threading.Thread(target=recording.httpd.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield recording
-    finally:
-        recording.httpd.shutdown()
-        recording.httpd.server_close()
-        thread.join(timeout=10)
+def recorder() -> Iterator[RecordingServer]:
+    with recording_server() as running:
+        yield running
 
 
 @pytest.fixture
-def served(recorder: Recorder) -> Iterator[tuple[str, ContextWatch]]:
+def served(recorder: RecordingServer) -> Iterator[tuple[str, ContextWatch]]:
     clients: dict[str, Any] = {"httpx": meshprop.httpx.Client(trust_env=False, timeout=10)}
     watch = ContextWatch(make_flask_app(recorder.url, clients))
     server = waitress.server.create_server(
@@ -199,7 +175,7 @@ def client_run(base_url: str, client_number: int, errors: list[str]) -> None:
 
 
 def test_every_request_keeps_its_own_id_under_load(
-    served: tuple[str, ContextWatch], recorder: Recorder
+    served: tuple[str, ContextWatch], recorder: RecordingServer
 ) -> None:
     base_url, watch = served
     errors: list[str] = []
@@ -215,11 +191,12 @@ def test_every_request_keeps_its_own_id_under_load(
     assert errors == []
 
     total = CLIENT_THREADS * REQUESTS_PER_CLIENT
-    assert len(recorder.calls) == 2 * total
-    wrong = [call for call in recorder.calls if call[1] != call[2]]
+    calls = hops(recorder)
+    assert len(calls) == 2 * total
+    wrong = [call for call in calls if call[1] != call[2]]
     assert wrong == []
-    assert {via for via, _, _ in recorder.calls} == {"requests", "httpx"}
-    assert len({expected for _, expected, _ in recorder.calls}) == total
+    assert {via for via, _, _ in calls} == {"requests", "httpx"}
+    assert len({expected for _, expected, _ in calls}) == total
     assert watch.leaks == []
 
     # Every worker thread, after the load: its own context holds nothing.
