@@ -1,0 +1,106 @@
+"""In-process WSGI: a Flask app called directly with a fresh environ per request.
+
+The response body is iterated and closed, as a server does, so Flask's teardown runs inside the
+measured call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ._handwritten import flask_before_request
+from ._harness import Batch, Variant, sync_batch
+from ._otel import sdk_tracer_provider
+from ._workload import ISTIO_HEADERS, PATH, wsgi_environ
+
+_INCOMING_ID = dict(ISTIO_HEADERS)["x-request-id"]
+
+
+def _flask_app() -> Any:
+    from flask import Flask
+
+    app = Flask("orders")
+
+    @app.get(PATH)
+    def orders() -> dict[str, Any]:
+        return {"order": 42, "status": "paid"}
+
+    return app
+
+
+def _serve(app: Any, keep: list[Any] | None = None) -> None:
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        if keep is not None:
+            keep.append((status, headers))
+        return None
+
+    body = app(wsgi_environ(), start_response)
+    try:
+        for _chunk in body:
+            pass
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+
+
+def _batch(build_app: Callable[[], Any], name: str, expect_echo: bool) -> Callable[[], Batch]:
+    def build() -> Batch:
+        app = build_app()
+        kept: list[Any] = []
+        _serve(app, kept)
+        status, headers = kept[0]
+        if not status.startswith("200"):
+            raise RuntimeError(f"{name}: the app answered {status}, not 200")
+        echoed = dict((key.lower(), value) for key, value in headers).get("x-request-id")
+        if expect_echo and echoed != _INCOMING_ID:
+            raise RuntimeError(f"{name}: x-request-id was not echoed (got {echoed!r})")
+        return sync_batch(lambda: _serve(app))
+
+    return build
+
+
+def variants() -> list[Variant]:
+    def bare() -> Any:
+        return _flask_app()
+
+    def before_request() -> Any:
+        app = _flask_app()
+        app.before_request(flask_before_request)
+        return app
+
+    def meshprop_app() -> Any:
+        import meshprop.wsgi
+
+        app = _flask_app()
+        app.wsgi_app = meshprop.wsgi.MeshPropMiddleware(app.wsgi_app)
+        return app
+
+    def otel_app(sdk: bool) -> Callable[[], Any]:
+        def build() -> Any:
+            from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+
+            app = _flask_app()
+            provider = sdk_tracer_provider() if sdk else None
+            app.wsgi_app = OpenTelemetryMiddleware(app.wsgi_app, tracer_provider=provider)
+            return app
+
+        return build
+
+    return [
+        Variant("bare", _batch(bare, "bare", False)),
+        Variant("before_request", _batch(before_request, "before_request", False)),
+        Variant("meshprop", _batch(meshprop_app, "meshprop", True), needs="meshprop.wsgi"),
+        Variant("otel-api", _batch(otel_app(sdk=False), "otel-api", False)),
+        Variant("otel-sdk", _batch(otel_app(sdk=True), "otel-sdk", False)),
+    ]
+
+
+DESCRIPTIONS = {
+    "bare": "Flask, no middleware",
+    "before_request": "@app.before_request copy into flask.g (no echo)",
+    "meshprop": "app.wsgi_app = meshprop.wsgi.MeshPropMiddleware(app.wsgi_app)",
+    "otel-api": "OpenTelemetry WSGI middleware, API only",
+    "otel-sdk": "OpenTelemetry WSGI middleware, SDK spans to a discarding exporter",
+}

@@ -1,0 +1,398 @@
+"""Outbound calls from inside a request: httpx (sync and async) on ``MockTransport``, requests on
+an in-memory adapter, aiohttp against a local aiohttp server on 127.0.0.1.
+
+Every batch runs inside a request context (``meshprop.bind`` and the hand-written ContextVar
+both set to the Istio headers), so each variant has headers to forward; the bare client simply
+ignores them. The destination is an in-mesh host, so meshprop does forward.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
+
+from ._handwritten import TEAM_HEADERS, copy_into
+from ._harness import Batch, Variant, async_batch, sync_batch
+from ._otel import sdk_tracer_provider
+from ._workload import ISTIO_HEADERS, OUTBOUND_URL
+
+_INCOMING_ID = dict(ISTIO_HEADERS)["x-request-id"]
+#: The same headers as a literal ``headers=`` argument: what carrying them costs the client
+#: itself, with no context lookup and no decision (a reference point, not an alternative).
+_EXPLICIT = dict(ISTIO_HEADERS)
+
+
+def in_request(batch: Batch) -> Batch:
+    """Run a batch as the code of an inbound request would: its headers in the context."""
+    import meshprop
+
+    def run(n: int) -> int:
+        token = TEAM_HEADERS.set(dict(ISTIO_HEADERS))
+        try:
+            with meshprop.bind(ISTIO_HEADERS):
+                return batch(n)
+        finally:
+            TEAM_HEADERS.reset(token)
+
+    return run
+
+
+class _Seen:
+    """What the fake server saw last, to check a variant really forwards before timing it."""
+
+    request_id: str | None = None
+
+
+def _expect_forwarded(seen: type[_Seen] | _Seen, name: str, forwards: bool) -> None:
+    if forwards and seen.request_id != _INCOMING_ID:
+        raise RuntimeError(f"{name}: x-request-id was not forwarded (got {seen.request_id!r})")
+
+
+# --- httpx -------------------------------------------------------------------------------------
+
+
+def _httpx_transport(seen: _Seen) -> Any:
+    import httpx
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.request_id = request.headers.get("x-request-id")
+        return httpx.Response(200, json={"charge": "ok"})
+
+    return httpx.MockTransport(answer)
+
+
+def httpx_sync_variants(stack: ExitStack) -> list[Variant]:
+    def variant(
+        name: str,
+        make_client: Callable[[Any], Any],
+        forwards: bool,
+        needs: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Variant:
+        def build() -> Batch:
+            seen = _Seen()
+            client = stack.enter_context(make_client(_httpx_transport(seen)))
+            batch = in_request(sync_batch(lambda: client.get(OUTBOUND_URL, headers=headers)))
+            batch(1)
+            _expect_forwarded(seen, name, forwards)
+            return batch
+
+        return Variant(name, build, needs=needs)
+
+    def bare(transport: Any) -> Any:
+        import httpx
+
+        return httpx.Client(transport=transport)
+
+    def hook(transport: Any) -> Any:
+        import httpx
+
+        return httpx.Client(transport=transport, event_hooks={"request": [_sync_hook]})
+
+    def meshprop_client(transport: Any) -> Any:
+        import meshprop.httpx
+
+        return meshprop.httpx.Client(transport=transport)
+
+    def otel(transport: Any) -> Any:
+        import httpx
+        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+        client = httpx.Client(transport=transport)
+        HTTPXClientInstrumentor.instrument_client(client, tracer_provider=sdk_tracer_provider())
+        return client
+
+    return [
+        variant("bare", bare, False),
+        variant("explicit", bare, True, headers=_EXPLICIT),
+        variant("hook", hook, True),
+        variant("meshprop", meshprop_client, True, "meshprop.httpx"),
+        variant("otel-sdk", otel, False),
+    ]
+
+
+def _sync_hook(request: Any) -> None:
+    copy_into(request.headers)
+
+
+async def _async_hook(request: Any) -> None:
+    copy_into(request.headers)
+
+
+def httpx_async_variants(stack: ExitStack, loop: asyncio.AbstractEventLoop) -> list[Variant]:
+    def variant(
+        name: str,
+        make_client: Callable[[Any], Any],
+        forwards: bool,
+        needs: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Variant:
+        def build() -> Batch:
+            seen = _Seen()
+            client = make_client(_httpx_transport(seen))
+            stack.callback(lambda: loop.run_until_complete(client.aclose()))
+            batch = in_request(async_batch(loop, lambda: client.get(OUTBOUND_URL, headers=headers)))
+            batch(1)
+            _expect_forwarded(seen, name, forwards)
+            return batch
+
+        return Variant(name, build, needs=needs)
+
+    def bare(transport: Any) -> Any:
+        import httpx
+
+        return httpx.AsyncClient(transport=transport)
+
+    def hook(transport: Any) -> Any:
+        import httpx
+
+        return httpx.AsyncClient(transport=transport, event_hooks={"request": [_async_hook]})
+
+    def meshprop_client(transport: Any) -> Any:
+        import meshprop.httpx
+
+        return meshprop.httpx.AsyncClient(transport=transport)
+
+    def otel(transport: Any) -> Any:
+        import httpx
+        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+        client = httpx.AsyncClient(transport=transport)
+        HTTPXClientInstrumentor.instrument_client(client, tracer_provider=sdk_tracer_provider())
+        return client
+
+    return [
+        variant("bare", bare, False),
+        variant("explicit", bare, True, headers=_EXPLICIT),
+        variant("hook", hook, True),
+        variant("meshprop", meshprop_client, True, "meshprop.httpx"),
+        variant("otel-sdk", otel, False),
+    ]
+
+
+# --- requests ----------------------------------------------------------------------------------
+
+
+def _requests_adapter(seen: _Seen) -> Any:
+    import requests
+    from requests.adapters import BaseAdapter
+    from requests.structures import CaseInsensitiveDict
+
+    class InMemoryAdapter(BaseAdapter):
+        """Answers every request at once, as a fast upstream would, without a socket."""
+
+        def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+            seen.request_id = request.headers.get("x-request-id")
+            response = requests.Response()
+            response.status_code = 200
+            response.headers = CaseInsensitiveDict({"content-type": "application/json"})
+            response._content = b'{"charge": "ok"}'
+            response.encoding = "utf-8"
+            response.url = request.url
+            response.request = request
+            return response
+
+        def close(self) -> None:
+            return None
+
+    return InMemoryAdapter()
+
+
+def requests_variants(stack: ExitStack) -> list[Variant]:
+    def variant(
+        name: str,
+        make_session: Callable[[], Any],
+        call: Callable[[Any], object],
+        forwards: bool,
+        needs: str | None = None,
+        instrument: bool = False,
+    ) -> Variant:
+        def build() -> Batch:
+            seen = _Seen()
+            session = stack.enter_context(make_session())
+            session.mount("http://", _requests_adapter(seen))
+            batch = in_request(sync_batch(lambda: call(session)))
+            if instrument:
+                batch = _instrumented_requests(batch)
+            batch(1)
+            _expect_forwarded(seen, name, forwards)
+            return batch
+
+        return Variant(name, build, needs=needs)
+
+    def plain_session() -> Any:
+        import requests
+
+        return requests.Session()
+
+    def meshprop_session() -> Any:
+        import meshprop.requests
+
+        return meshprop.requests.Session()
+
+    def get(session: Any) -> object:
+        return session.get(OUTBOUND_URL)
+
+    def get_explicit(session: Any) -> object:
+        return session.get(OUTBOUND_URL, headers=_EXPLICIT)
+
+    def get_with_copy(session: Any) -> object:
+        # requests has no request hook: teams pass the headers on each call.
+        return session.get(OUTBOUND_URL, headers=TEAM_HEADERS.get({}))
+
+    return [
+        variant("bare", plain_session, get, False),
+        variant("explicit", plain_session, get_explicit, True),
+        variant("hook", plain_session, get_with_copy, True),
+        variant("meshprop", meshprop_session, get, True, "meshprop.requests"),
+        variant("otel-sdk", plain_session, get, False, instrument=True),
+    ]
+
+
+def _instrumented_requests(batch: Batch) -> Batch:
+    """OpenTelemetry's requests instrumentation patches ``Session.send`` for every session, so it
+    is switched on only around this variant's own batches (outside the timed loop)."""
+    from opentelemetry.instrumentation.requests import RequestsInstrumentor
+
+    provider = sdk_tracer_provider()
+
+    def run(n: int) -> int:
+        instrumentor = RequestsInstrumentor()
+        instrumentor.instrument(tracer_provider=provider)
+        try:
+            return batch(n)
+        finally:
+            instrumentor.uninstrument()
+
+    return run
+
+
+# --- aiohttp -----------------------------------------------------------------------------------
+
+
+def aiohttp_variants(stack: ExitStack, loop: asyncio.AbstractEventLoop) -> list[Variant]:
+    server: dict[str, Any] = {}
+    seen = _Seen()
+
+    def url() -> str:
+        if "url" not in server:
+            server["url"] = _start_server(stack, loop, seen)
+        return str(server["url"])
+
+    def variant(
+        name: str,
+        trace_configs: Callable[[], list[Any]],
+        forwards: bool,
+        needs: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Variant:
+        def build() -> Batch:
+            import aiohttp
+
+            target = url()
+            configs = trace_configs()
+
+            async def open_session() -> Any:
+                return aiohttp.ClientSession(trace_configs=configs)
+
+            session = loop.run_until_complete(open_session())
+            stack.callback(lambda: loop.run_until_complete(session.close()))
+
+            async def call() -> None:
+                async with session.get(target, headers=headers) as response:
+                    await response.read()
+
+            batch = in_request(async_batch(loop, call))
+            batch(1)
+            _expect_forwarded(seen, name, forwards)
+            return batch
+
+        return Variant(name, build, needs=needs)
+
+    def hook() -> list[Any]:
+        import aiohttp
+
+        async def copy_headers(session: Any, context: Any, params: Any) -> None:
+            copy_into(params.headers)
+
+        tracing = aiohttp.TraceConfig()
+        tracing.on_request_start.append(copy_headers)
+        return [tracing]
+
+    def meshprop_config() -> list[Any]:
+        import meshprop.aiohttp
+
+        return [meshprop.aiohttp.trace_config()]
+
+    def otel() -> list[Any]:
+        from opentelemetry.instrumentation.aiohttp_client import create_trace_config
+
+        return [create_trace_config(tracer_provider=sdk_tracer_provider())]
+
+    return [
+        variant("bare", list, False),
+        variant("explicit", list, True, headers=_EXPLICIT),
+        variant("hook", hook, True),
+        variant("meshprop", meshprop_config, True, "meshprop.aiohttp"),
+        variant("otel-sdk", otel, False),
+    ]
+
+
+def _start_server(stack: ExitStack, loop: asyncio.AbstractEventLoop, seen: _Seen) -> str:
+    """An aiohttp server on 127.0.0.1 (a free port) in this loop; stopped with the stack."""
+    from aiohttp import web
+
+    async def charge(request: web.Request) -> web.Response:
+        seen.request_id = request.headers.get("x-request-id")
+        return web.json_response({"charge": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/api/charges", charge)
+    runner = web.AppRunner(app, access_log=None)
+
+    async def start() -> int:
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return int(runner.addresses[0][1])
+
+    port = loop.run_until_complete(start())
+    stack.callback(lambda: loop.run_until_complete(runner.cleanup()))
+    return f"http://127.0.0.1:{port}/api/charges"
+
+
+_OTEL = "the OpenTelemetry instrumentation, SDK spans to a discarding exporter"
+
+#: What each variant is, per client suite.
+DESCRIPTIONS = {
+    "httpx-sync": {
+        "bare": "httpx.Client",
+        "explicit": "the same headers as a literal headers= (what carrying them costs)",
+        "hook": "event_hooks={'request': [copy from a ContextVar]}",
+        "meshprop": "meshprop.httpx.Client",
+        "otel-sdk": f"HTTPXClientInstrumentor.instrument_client: {_OTEL}",
+    },
+    "httpx-async": {
+        "bare": "httpx.AsyncClient",
+        "explicit": "the same headers as a literal headers= (what carrying them costs)",
+        "hook": "event_hooks={'request': [async copy from a ContextVar]}",
+        "meshprop": "meshprop.httpx.AsyncClient",
+        "otel-sdk": f"HTTPXClientInstrumentor.instrument_client: {_OTEL}",
+    },
+    "requests": {
+        "bare": "requests.Session",
+        "explicit": "the same headers as a literal headers= (what carrying them costs)",
+        "hook": "headers= copied from a ContextVar on each call (requests has no request hook)",
+        "meshprop": "meshprop.requests.Session",
+        "otel-sdk": f"RequestsInstrumentor: {_OTEL}",
+    },
+    "aiohttp-client": {
+        "bare": "aiohttp.ClientSession",
+        "explicit": "the same headers as a literal headers= (what carrying them costs)",
+        "hook": "TraceConfig on_request_start copy from a ContextVar",
+        "meshprop": "trace_configs=[meshprop.aiohttp.trace_config()]",
+        "otel-sdk": f"aiohttp_client.create_trace_config: {_OTEL}",
+    },
+}
