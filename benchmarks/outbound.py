@@ -283,7 +283,7 @@ def aiohttp_variants(stack: ExitStack, loop: asyncio.AbstractEventLoop) -> list[
 
     def variant(
         name: str,
-        trace_configs: Callable[[], list[Any]],
+        session_options: Callable[[], dict[str, Any]],
         forwards: bool,
         needs: str | None = None,
         headers: dict[str, str] | None = None,
@@ -292,10 +292,10 @@ def aiohttp_variants(stack: ExitStack, loop: asyncio.AbstractEventLoop) -> list[
             import aiohttp
 
             target = url()
-            configs = trace_configs()
+            options = session_options()
 
             async def open_session() -> Any:
-                return aiohttp.ClientSession(trace_configs=configs)
+                return aiohttp.ClientSession(**options)
 
             session = loop.run_until_complete(open_session())
             stack.callback(lambda: loop.run_until_complete(session.close()))
@@ -311,7 +311,7 @@ def aiohttp_variants(stack: ExitStack, loop: asyncio.AbstractEventLoop) -> list[
 
         return Variant(name, build, needs=needs)
 
-    def hook() -> list[Any]:
+    def hook() -> dict[str, Any]:
         import aiohttp
 
         async def copy_headers(session: Any, context: Any, params: Any) -> None:
@@ -319,23 +319,29 @@ def aiohttp_variants(stack: ExitStack, loop: asyncio.AbstractEventLoop) -> list[
 
         tracing = aiohttp.TraceConfig()
         tracing.on_request_start.append(copy_headers)
-        return [tracing]
+        return {"trace_configs": [tracing]}
 
-    def meshprop_config() -> list[Any]:
+    def meshprop_middleware() -> dict[str, Any]:
         import meshprop.aiohttp
 
-        return [meshprop.aiohttp.trace_config()]
+        return {"middlewares": [meshprop.aiohttp.client_middleware()]}
 
-    def otel() -> list[Any]:
+    def meshprop_trace_config() -> dict[str, Any]:
+        import meshprop.aiohttp
+
+        return {"trace_configs": [meshprop.aiohttp.trace_config()]}
+
+    def otel() -> dict[str, Any]:
         from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 
-        return [create_trace_config(tracer_provider=sdk_tracer_provider())]
+        return {"trace_configs": [create_trace_config(tracer_provider=sdk_tracer_provider())]}
 
     return [
-        variant("bare", list, False),
-        variant("explicit", list, True, headers=_EXPLICIT),
+        variant("bare", dict, False),
+        variant("explicit", dict, True, headers=_EXPLICIT),
         variant("hook", hook, True),
-        variant("meshprop", meshprop_config, True, "meshprop.aiohttp"),
+        variant("meshprop", meshprop_middleware, True, "meshprop.aiohttp"),
+        variant("meshprop-trace-config", meshprop_trace_config, True, "meshprop.aiohttp"),
         variant("otel-sdk", otel, False),
     ]
 
@@ -392,7 +398,8 @@ DESCRIPTIONS = {
         "bare": "aiohttp.ClientSession",
         "explicit": "the same headers as a literal headers= (what carrying them costs)",
         "hook": "TraceConfig on_request_start copy from a ContextVar",
-        "meshprop": "trace_configs=[meshprop.aiohttp.trace_config()]",
+        "meshprop": "meshprop.aiohttp.ClientSession(): middlewares=[client_middleware()]",
+        "meshprop-trace-config": "trace_configs=[meshprop.aiohttp.trace_config()]",
         "otel-sdk": f"aiohttp_client.create_trace_config: {_OTEL}",
     },
 }

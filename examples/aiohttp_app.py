@@ -1,4 +1,4 @@
-"""aiohttp + meshprop: one middleware in, one trace config on the client session out.
+"""aiohttp + meshprop: one setup line in, one client session out.
 
 DOWNSTREAM_URL=http://reviews:9080 python -m aiohttp.web -P 9080 examples.aiohttp_app:make_app
 """
@@ -17,8 +17,7 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 
 
 async def client_session(app: web.Application) -> AsyncIterator[None]:
-    trace_configs = [meshprop.aiohttp.trace_config()]  # forwards the mesh headers
-    async with aiohttp.ClientSession(trace_configs=trace_configs) as session:
+    async with meshprop.aiohttp.ClientSession() as session:  # forwards the mesh headers
         app[HTTP] = session
         yield
 
@@ -34,7 +33,8 @@ async def call(request: web.Request) -> web.Response:
 
 
 def make_app(argv: list[str] | None = None) -> web.Application:
-    app = web.Application(middlewares=[meshprop.aiohttp.middleware()])  # the one line
+    app = web.Application()
+    meshprop.aiohttp.setup(app)  # the one line
     app.cleanup_ctx.append(client_session)
     app.add_routes([web.get("/", index), web.get("/call", call)])
     return app
