@@ -64,6 +64,21 @@ def _httpx_transport(seen: _Seen) -> Any:
 
 
 def httpx_sync_variants(stack: ExitStack) -> list[Variant]:
+    return _httpx_variants(stack, None)
+
+
+def httpx_async_variants(stack: ExitStack, loop: asyncio.AbstractEventLoop) -> list[Variant]:
+    return _httpx_variants(stack, loop)
+
+
+def _httpx_variants(stack: ExitStack, loop: asyncio.AbstractEventLoop | None) -> list[Variant]:
+    """The httpx variants, for ``httpx.Client`` without a loop and ``AsyncClient`` with one."""
+    import httpx
+
+    asynchronous = loop is not None
+    plain_client: Any = httpx.AsyncClient if asynchronous else httpx.Client
+    request_hook = _async_hook if asynchronous else _sync_hook
+
     def variant(
         name: str,
         make_client: Callable[[Any], Any],
@@ -73,8 +88,18 @@ def httpx_sync_variants(stack: ExitStack) -> list[Variant]:
     ) -> Variant:
         def build() -> Batch:
             seen = _Seen()
-            client = stack.enter_context(make_client(_httpx_transport(seen)))
-            batch = in_request(sync_batch(lambda: client.get(OUTBOUND_URL, headers=headers)))
+            client = make_client(_httpx_transport(seen))
+
+            def call() -> Any:
+                return client.get(OUTBOUND_URL, headers=headers)
+
+            if loop is None:
+                stack.callback(client.close)
+                timed = sync_batch(call)
+            else:
+                stack.callback(lambda: loop.run_until_complete(client.aclose()))
+                timed = async_batch(loop, call)
+            batch = in_request(timed)
             batch(1)
             _expect_forwarded(seen, name, forwards)
             return batch
@@ -82,25 +107,21 @@ def httpx_sync_variants(stack: ExitStack) -> list[Variant]:
         return Variant(name, build, needs=needs)
 
     def bare(transport: Any) -> Any:
-        import httpx
-
-        return httpx.Client(transport=transport)
+        return plain_client(transport=transport)
 
     def hook(transport: Any) -> Any:
-        import httpx
-
-        return httpx.Client(transport=transport, event_hooks={"request": [_sync_hook]})
+        return plain_client(transport=transport, event_hooks={"request": [request_hook]})
 
     def meshprop_client(transport: Any) -> Any:
         import meshprop.httpx
 
-        return meshprop.httpx.Client(transport=transport)
+        client_class = meshprop.httpx.AsyncClient if asynchronous else meshprop.httpx.Client
+        return client_class(transport=transport)
 
     def otel(transport: Any) -> Any:
-        import httpx
         from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
-        client = httpx.Client(transport=transport)
+        client = plain_client(transport=transport)
         HTTPXClientInstrumentor.instrument_client(client, tracer_provider=sdk_tracer_provider())
         return client
 
@@ -119,57 +140,6 @@ def _sync_hook(request: Any) -> None:
 
 async def _async_hook(request: Any) -> None:
     copy_into(request.headers)
-
-
-def httpx_async_variants(stack: ExitStack, loop: asyncio.AbstractEventLoop) -> list[Variant]:
-    def variant(
-        name: str,
-        make_client: Callable[[Any], Any],
-        forwards: bool,
-        needs: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Variant:
-        def build() -> Batch:
-            seen = _Seen()
-            client = make_client(_httpx_transport(seen))
-            stack.callback(lambda: loop.run_until_complete(client.aclose()))
-            batch = in_request(async_batch(loop, lambda: client.get(OUTBOUND_URL, headers=headers)))
-            batch(1)
-            _expect_forwarded(seen, name, forwards)
-            return batch
-
-        return Variant(name, build, needs=needs)
-
-    def bare(transport: Any) -> Any:
-        import httpx
-
-        return httpx.AsyncClient(transport=transport)
-
-    def hook(transport: Any) -> Any:
-        import httpx
-
-        return httpx.AsyncClient(transport=transport, event_hooks={"request": [_async_hook]})
-
-    def meshprop_client(transport: Any) -> Any:
-        import meshprop.httpx
-
-        return meshprop.httpx.AsyncClient(transport=transport)
-
-    def otel(transport: Any) -> Any:
-        import httpx
-        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-
-        client = httpx.AsyncClient(transport=transport)
-        HTTPXClientInstrumentor.instrument_client(client, tracer_provider=sdk_tracer_provider())
-        return client
-
-    return [
-        variant("bare", bare, False),
-        variant("explicit", bare, True, headers=_EXPLICIT),
-        variant("hook", hook, True),
-        variant("meshprop", meshprop_client, True, "meshprop.httpx"),
-        variant("otel-sdk", otel, False),
-    ]
 
 
 # --- requests ----------------------------------------------------------------------------------

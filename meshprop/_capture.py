@@ -19,7 +19,6 @@ from ._snapshot import CURRENT, Snapshot
 HeaderPairs = Iterable[tuple[str | bytes, str | bytes]] | Mapping[Any, Any]
 
 _STRIPPED = " \t"
-_B3_MULTI_IDS = (h.B3_TRACE_ID, h.B3_SPAN_ID, h.B3_PARENT_SPAN_ID)
 
 
 def _keep(found: dict[str, str], name: str, value: str) -> None:
