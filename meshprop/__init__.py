@@ -16,26 +16,25 @@ from ._config import Config
 from ._outbound import outbound_headers
 from ._snapshot import current, exception_request_id, request_id, span_id, trace_id, wrap
 
-if TYPE_CHECKING:
-    from . import aiohttp, asgi, httpx, logging, otel, requests, wsgi
+if TYPE_CHECKING:  # the submodules, for type checkers; at run time __getattr__ loads them
+    from . import aiohttp as aiohttp
+    from . import asgi as asgi
+    from . import httpx as httpx
+    from . import logging as logging
+    from . import otel as otel
+    from . import requests as requests
+    from . import wsgi as wsgi
 
 __all__ = [
     "Config",
-    "aiohttp",
-    "asgi",
     "bind",
     "current",
     "exception_request_id",
-    "httpx",
-    "logging",
-    "otel",
     "outbound_headers",
     "request_id",
-    "requests",
     "span_id",
     "trace_id",
     "wrap",
-    "wsgi",
 ]
 __version__ = "0.1.0"
 
@@ -43,7 +42,8 @@ _SUBMODULES = frozenset({"aiohttp", "asgi", "httpx", "logging", "otel", "request
 
 
 def __getattr__(name: str) -> Any:
-    # `meshprop.asgi.MeshPropMiddleware` works after a plain `import meshprop`.
+    # `meshprop.asgi.MeshPropMiddleware` works after a plain `import meshprop`; the submodules
+    # stay out of __all__, so `from meshprop import *` never imports a framework.
     if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
