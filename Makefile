@@ -9,7 +9,7 @@ CORE_TESTS := tests/test_headers.py tests/test_capture.py tests/test_snapshot.py
 	tests/test_config.py tests/test_scope.py tests/test_outbound.py tests/test_vectors.py \
 	tests/test_package.py
 
-.PHONY: demo test lint typecheck check test-versions bench bench-quick clean
+.PHONY: demo test lint typecheck check test-versions bench bench-quick clean sidecar
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m integrations.demo
 
-test: $(STAMP)
+test: $(STAMP) sidecar
 	$(PY) -m pytest
+
+# The integration suite puts a real nginx in front of the first service, as the sidecar.
+sidecar:
+	@if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then \
+		echo "installing nginx, the integration suite's sidecar, with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
+	fi
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
