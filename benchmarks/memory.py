@@ -234,7 +234,7 @@ def probes(
             "meshprop.requests",
         ),
         (
-            "aiohttp trace_config",
+            "aiohttp ClientSession",
             one_call_per_request(outbound.aiohttp_variants(stack, loop)),
             "meshprop.aiohttp",
         ),
