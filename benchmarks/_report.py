@@ -306,4 +306,5 @@ SUITE_TITLES = {
     "httpx-async": "outbound, httpx AsyncClient on MockTransport",
     "requests": "outbound, requests Session on an in-memory adapter",
     "aiohttp-client": "outbound, aiohttp ClientSession to a local aiohttp server (loopback)",
+    "httpx-otel": "outbound inside an OpenTelemetry span, httpx Client on MockTransport",
 }

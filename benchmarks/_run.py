@@ -25,6 +25,7 @@ TIMING_SUITES = (
     "httpx-async",
     "requests",
     "aiohttp-client",
+    "httpx-otel",
 )
 ALL_SUITES = (*TIMING_SUITES, "memory", "sockets")
 RESULTS_DIRECTORY = Path(__file__).resolve().parent / "results"
@@ -48,6 +49,7 @@ def _variants(suite: str, stack: ExitStack, loop: asyncio.AbstractEventLoop) -> 
         "httpx-async": lambda: outbound.httpx_async_variants(stack, loop),
         "requests": lambda: outbound.requests_variants(stack),
         "aiohttp-client": lambda: outbound.aiohttp_variants(stack, loop),
+        "httpx-otel": lambda: outbound.httpx_otel_variants(stack),
     }
     return builders[suite]()
 

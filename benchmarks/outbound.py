@@ -134,6 +134,53 @@ def _httpx_variants(stack: ExitStack, loop: asyncio.AbstractEventLoop | None) ->
     ]
 
 
+def httpx_otel_variants(stack: ExitStack) -> list[Variant]:
+    """The OpenTelemetry bridge: every call is made inside a fresh SDK span, as a handler of an
+    instrumented server makes it, so the baseline pays for the span and each variant adds only
+    what it does on top: meshprop sending that span's ids, the stock instrumentation's client
+    span, or both together."""
+    import httpx
+
+    provider = sdk_tracer_provider()
+    tracer = provider.get_tracer("benchmarks")
+
+    def variant(
+        name: str, client_class: Callable[[], Any], instrumented: bool, needs: str | None = None
+    ) -> Variant:
+        def build() -> Batch:
+            seen = _Seen()
+            client = stack.enter_context(client_class()(transport=_httpx_transport(seen)))
+            if instrumented:
+                from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+                HTTPXClientInstrumentor.instrument_client(client, tracer_provider=provider)
+
+            def call() -> Any:
+                with tracer.start_as_current_span("handler"):
+                    return client.get(OUTBOUND_URL)
+
+            batch = in_request(sync_batch(call))
+            batch(1)
+            return batch
+
+        return Variant(name, build, needs=needs)
+
+    def plain() -> Any:
+        return httpx.Client
+
+    def meshprop_class() -> Any:
+        import meshprop.httpx
+
+        return meshprop.httpx.Client
+
+    return [
+        variant("bare", plain, False),
+        variant("meshprop", meshprop_class, False, "meshprop.httpx"),
+        variant("otel-sdk", plain, True),
+        variant("meshprop+otel-sdk", meshprop_class, True, "meshprop.httpx"),
+    ]
+
+
 def _sync_hook(request: Any) -> None:
     copy_into(request.headers)
 
@@ -343,6 +390,12 @@ _OTEL = "the OpenTelemetry instrumentation, SDK spans to a discarding exporter"
 
 #: What each variant is, per client suite.
 DESCRIPTIONS = {
+    "httpx-otel": {
+        "bare": "httpx.Client, each call inside an SDK span",
+        "meshprop": "meshprop.httpx.Client: sends the active span's ids (the bridge)",
+        "otel-sdk": f"httpx.Client + HTTPXClientInstrumentor.instrument_client: {_OTEL}",
+        "meshprop+otel-sdk": "meshprop.httpx.Client + the same instrumentation",
+    },
     "httpx-sync": {
         "bare": "httpx.Client",
         "explicit": "the same headers as a literal headers= (what carrying them costs)",
