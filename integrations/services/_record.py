@@ -6,21 +6,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import meshprop
+from meshprop._headers import DEFAULT_HEADERS
 
 #: The headers a hop reports as received: the ones Istio asks applications to forward.
-PROPAGATION_HEADERS = frozenset(
-    {
-        "x-request-id",
-        "traceparent",
-        "tracestate",
-        "b3",
-        "x-b3-traceid",
-        "x-b3-spanid",
-        "x-b3-parentspanid",
-        "x-b3-sampled",
-        "x-b3-flags",
-    }
-)
+PROPAGATION_HEADERS = frozenset(DEFAULT_HEADERS)
 
 #: Where each hop serves its part of the chain, and where the launcher checks it is up.
 CHAIN_PATH = "/chain"
