@@ -33,7 +33,9 @@ class OutsideAdapter(BaseAdapter):
         self.received: list[requests.PreparedRequest] = []
         self.redirect_to = redirect_to
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+    def send(  # type: ignore[override]
+        self, request: requests.PreparedRequest, **kwargs: Any
+    ) -> requests.Response:
         self.received.append(request)
         response = requests.Response()
         response.request = request
@@ -185,4 +187,4 @@ def test_a_pickled_session_keeps_its_config() -> None:
 
 def test_config_is_keyword_only() -> None:
     with pytest.raises(TypeError):
-        Session(meshprop.Config())  # type: ignore[misc]
+        Session(meshprop.Config())  # type: ignore[call-arg]

@@ -35,7 +35,9 @@ class Server:
     def __init__(self) -> None:
         self.calls: list[tuple[str, list[tuple[str, str]], Any]] = []
 
-    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None):
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], None]:
         self.calls.append((status, headers, exc_info))
         return lambda data: None
 

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import requests
-import waitress.server
+import waitress.server  # type: ignore[import-untyped]
 from flask import Flask, Response
 from waitress import wasyncore
 
@@ -142,13 +142,11 @@ def served(recorder: RecordingServer) -> Iterator[tuple[str, ContextWatch]]:
     thread = threading.Thread(target=server.run)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.effective_port}", watch  # type: ignore[union-attr]
+        yield f"http://127.0.0.1:{server.effective_port}", watch
     finally:
         server.task_dispatcher.shutdown()
         # Closed from the server's own loop thread, which is inside select() on those sockets.
-        server.trigger.pull_trigger(  # type: ignore[union-attr]
-            lambda: wasyncore.close_all(server._map)  # type: ignore[union-attr]
-        )
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
         thread.join(timeout=10)
         clients["httpx"].close()
         for session in clients.get("sessions", []):
@@ -179,15 +177,15 @@ def test_every_request_keeps_its_own_id_under_load(
 ) -> None:
     base_url, watch = served
     errors: list[str] = []
-    clients = [
+    client_threads = [
         threading.Thread(target=client_run, args=(base_url, number, errors))
         for number in range(CLIENT_THREADS)
     ]
-    for client in clients:
-        client.start()
-    for client in clients:
-        client.join(timeout=100)
-    assert not any(client.is_alive() for client in clients)
+    for client_thread in client_threads:
+        client_thread.start()
+    for client_thread in client_threads:
+        client_thread.join(timeout=100)
+    assert not any(client_thread.is_alive() for client_thread in client_threads)
     assert errors == []
 
     total = CLIENT_THREADS * REQUESTS_PER_CLIENT
