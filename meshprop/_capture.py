@@ -1,9 +1,11 @@
 """Turning an inbound request's headers into a snapshot.
 
-This is the per-request hot path: one scan over the request's headers that keeps the raw values
-of the names the Config forwards, then one validation pass over those few values. The three
-entry points differ only in the shape of the headers they read (ASGI's lower-case byte pairs,
-WSGI's ``environ``, and any pairs of str or bytes in any case); none of them knows a framework.
+This is the per-request hot path. A request of the common shape is validated in one match by
+``_fast_path``; any other request, and any Config that forwards by prefix, takes the general
+path here: one scan over the request's headers that keeps the raw values of the names the Config
+forwards, then one validation pass, header by header. The entry points differ only in the shape
+of the headers they read (ASGI's lower-case byte pairs, WSGI's ``environ``, and any pairs of str
+or bytes in any case); none of them knows a framework.
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ def capture_asgi(headers: Iterable[tuple[bytes, bytes]], config: Config) -> Snap
     httpx's ASGITransport all do), so names are looked up as they come, with no per-header
     ``lower()`` on the hot path.
     """
+    fast_path = config._fast_path
+    if fast_path is not None:
+        snapshot = fast_path.capture_asgi(headers)
+        if snapshot is not None:
+            return snapshot
+    return _capture_asgi_by_header(headers, config)
+
+
+def _capture_asgi_by_header(headers: Iterable[tuple[bytes, bytes]], config: Config) -> Snapshot:
     names = config._names_by_bytes
     prefixes = config._prefixes_bytes
     found: dict[str, str] = {}
@@ -63,6 +74,15 @@ def capture_environ(environ: Mapping[str, Any], config: Config) -> Snapshot:
     WSGI servers join repeated headers with commas before the app sees them, so a repeated
     ``traceparent`` arrives as one value that fails validation, as it should.
     """
+    fast_path = config._fast_path
+    if fast_path is not None:
+        snapshot = fast_path.capture_environ(environ)
+        if snapshot is not None:
+            return snapshot
+    return _capture_environ_by_header(environ, config)
+
+
+def _capture_environ_by_header(environ: Mapping[str, Any], config: Config) -> Snapshot:
     found: dict[str, str] = {}
     for key, name in config._names_by_environ_key.items():
         value = environ.get(key)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _headers
+from ._fast_path import FastPath
 from ._scope import MESH, Scope
 
 
@@ -135,6 +136,16 @@ class Config:
             "max_lengths": max_lengths,
             "compiled_scope": Scope(scope),
         }
+        derived["fast_path"] = FastPath.for_config(
+            derived["forwarded_names"],
+            derived["prefixes"],
+            request_id_header,
+            derived["request_id_max_length"],
+            self.trust_incoming_request_id,
+            self.request_id_generator,
+            max_lengths,
+            self.max_length,
+        )
         derived["prefixes_bytes"] = tuple(p.encode("ascii") for p in derived["prefixes"])
         derived["environ_prefixes"] = tuple(
             "HTTP_" + p.upper().replace("-", "_") for p in derived["prefixes"]
@@ -158,6 +169,7 @@ class Config:
     _excluded: frozenset[str] = field(init=False, repr=False, compare=False)
     _max_lengths: dict[str, int] = field(init=False, repr=False, compare=False)
     _compiled_scope: Scope = field(init=False, repr=False, compare=False)
+    _fast_path: FastPath | None = field(init=False, repr=False, compare=False)
 
     def is_forwarded_name(self, name: str) -> bool:
         """Whether a (lower-case) header name is one this Config forwards."""

@@ -60,11 +60,12 @@ _TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLM
 _ZERO_16 = "0" * 16
 _ZERO_32 = "0" * 32
 
-# W3C trace-context, section 3.3.1: simple-key / multi-tenant-key and value.
-_TRACESTATE_MEMBER = re.compile(
+# W3C trace-context, section 3.3.1: a member's key (simple-key / multi-tenant-key) and value.
+TRACESTATE_KEY = (
     r"(?:[a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13})"
-    r"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
 )
+TRACESTATE_VALUE = r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
+_TRACESTATE_MEMBER = re.compile(f"{TRACESTATE_KEY}={TRACESTATE_VALUE}")
 _TRACESTATE_MAX_MEMBERS = 32
 
 # Validators are precompiled matchers: one C-level scan of a value instead of several passes.

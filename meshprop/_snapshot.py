@@ -13,7 +13,7 @@ import functools
 import sys
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec, Protocol, TypeVar
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -24,22 +24,56 @@ class Snapshot:
 
     ``headers`` maps lower-case names to values exactly as they arrived (validated, never
     rewritten). Treat it as read-only: ``meshprop.current()`` hands out a read-only view.
+
+    A snapshot from the fast path arrives as the validated lines of its headers, and the dict
+    and the trace ids are built from them the first time something reads them: a request whose
+    code never forwards or logs a trace id never pays for them.
     """
 
-    __slots__ = ("_view", "headers", "request_id", "span_id", "trace_id")
+    __slots__ = ("_headers", "_lines", "_span_id", "_trace_id", "_unpacker", "_view", "request_id")
 
     def __init__(
         self,
-        headers: dict[str, str],
+        headers: dict[str, str] | None,
         request_id: str | None,
         trace_id: str | None,
         span_id: str | None,
+        lines: bytes | str | None = None,
+        unpacker: _Unpacker | None = None,
     ) -> None:
-        self.headers = headers
+        self._headers = headers
         self.request_id = request_id
-        self.trace_id = trace_id
-        self.span_id = span_id
+        self._trace_id = trace_id
+        self._span_id = span_id
+        self._lines = lines
+        self._unpacker = unpacker
         self._view: Mapping[str, str] | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        headers = self._headers
+        if headers is None:
+            headers = self._unpack()
+        return headers
+
+    @property
+    def trace_id(self) -> str | None:
+        if self._headers is None:
+            self._unpack()
+        return self._trace_id
+
+    @property
+    def span_id(self) -> str | None:
+        if self._headers is None:
+            self._unpack()
+        return self._span_id
+
+    def _unpack(self) -> dict[str, str]:
+        # Two threads may both unpack: each builds an equal result, and either one is kept.
+        assert self._unpacker is not None and self._lines is not None
+        headers, self._trace_id, self._span_id = self._unpacker.unpack(self._lines, self.request_id)
+        self._headers = headers
+        return headers
 
     def view(self) -> Mapping[str, str]:
         """A read-only view of the headers, made once per snapshot."""
@@ -50,6 +84,14 @@ class Snapshot:
 
     def __repr__(self) -> str:
         return f"Snapshot({self.headers!r})"
+
+
+class _Unpacker(Protocol):
+    """Builds a snapshot's headers and trace ids from its validated lines (``_fast_path``)."""
+
+    def unpack(
+        self, lines: bytes | str, request_id: str | None
+    ) -> tuple[dict[str, str], str | None, str | None]: ...
 
 
 #: The snapshot of the request being served in this context, or None outside a request.

@@ -1,0 +1,263 @@
+"""The common request, validated by one regular-expression match.
+
+Inside a mesh nearly every request carries each propagation header at most once, in its usual
+form. For such a request the values of the forwarded headers are joined, one line per header in
+a fixed order (an empty line for a header that is absent), and the joined text is matched once
+against a pattern built from the same rules the validators in ``_headers`` apply. One C-level
+match replaces a dozen validator calls, and nothing else is built until something reads the
+headers (``Snapshot`` unpacks the lines on first use).
+
+The pattern accepts only a strict subset of what the validators accept: no surrounding blanks,
+``traceparent`` version ``00``, ``tracestate`` of at most three members. Anything else (a
+repeated header, a rare but valid form, an invalid value) makes the match fail, and the request
+goes through the general path in ``_capture``, which judges header by header. So this module never
+changes an answer, it only skips work; the tests hold both paths to the same result.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from itertools import compress
+from typing import Any
+
+from . import _headers as h
+from ._snapshot import Snapshot
+
+_HEX = "[0-9a-f]"
+_ID_16 = f"(?!0{{16}}){_HEX}{{16}}"
+_B3_TRACE_ID = f"(?!(?:0{{16}}){{1,2}}(?![0-9a-f])){_HEX}{{16}}(?:{_HEX}{{16}})?"
+_TRACEPARENT_00 = f"00-(?!0{{32}}){_HEX}{{32}}-{_ID_16}-{_HEX}{{2}}"
+_B3_SINGLE = f"{_B3_TRACE_ID}-{_ID_16}(?:-[01d](?:-{_ID_16})?)?|[01d]"
+_B3_SAMPLED = "[01]|true|false"
+_B3_FLAGS = "1"
+# Up to three members, none repeating an earlier member's key (groups 1 and 2 hold the keys).
+_TRACESTATE = (
+    f"({h.TRACESTATE_KEY})={h.TRACESTATE_VALUE}"
+    f"(?:,(?!\\1=)({h.TRACESTATE_KEY})={h.TRACESTATE_VALUE}"
+    f"(?:,(?!\\1=)(?!\\2=){h.TRACESTATE_KEY}={h.TRACESTATE_VALUE})?)?"
+)
+# The longest value each structured pattern above accepts, to respect smaller configured caps.
+_LONGEST = {
+    h.TRACEPARENT: 55,
+    h.B3: 68,
+    h.B3_TRACE_ID: 32,
+    h.B3_SPAN_ID: 16,
+    h.B3_PARENT_SPAN_ID: 16,
+    h.B3_SAMPLED: 5,
+    h.B3_FLAGS: 1,
+}
+_ORDER = (
+    h.TRACEPARENT,
+    h.TRACESTATE,
+    h.B3,
+    h.B3_TRACE_ID,
+    h.B3_SPAN_ID,
+    h.B3_PARENT_SPAN_ID,
+    h.B3_SAMPLED,
+    h.B3_FLAGS,
+)
+
+# An absent header's line: joins as an empty line, yet is told apart by identity from an empty
+# value the server delivered (``b""`` is a shared singleton, a bytearray never is).
+_ABSENT = bytearray()
+
+
+def _safe_value(cap: int) -> str:
+    """A forwarded value without a rule of its own: visible ASCII, inner spaces allowed."""
+    if cap == 1:
+        return "[\\x21-\\x7e]"
+    return f"[\\x21-\\x7e](?:[\\x20-\\x7e]{{0,{cap - 2}}}[\\x21-\\x7e])?"
+
+
+def _optional(pattern: str) -> str:
+    return f"(?:{pattern}|)"
+
+
+class FastPath:
+    """The fixed line order and the one pattern for a Config's headers, and the capture
+    shapes (ASGI pairs, WSGI ``environ``) that use them."""
+
+    __slots__ = (
+        "_absent_lines",
+        "_b3_line",
+        "_b3_trace_line",
+        "_blank_lines",
+        "_environ_keys",
+        "_generate",
+        "_line_by_bytes",
+        "_match_bytes",
+        "_match_text",
+        "_names",
+        "_reads_request_id",
+        "_traceparent_line",
+        "_trust_request_id",
+    )
+
+    def __init__(
+        self,
+        forwarded: tuple[str, ...],
+        request_id_name: str,
+        request_id_cap: int,
+        trust_request_id: bool,
+        generate: Callable[[], str] | None,
+        caps: Mapping[str, int],
+        default_cap: int,
+    ) -> None:
+        names = [name for name in forwarded if name == request_id_name]
+        names += [name for name in _ORDER if name in forwarded and name != request_id_name]
+        names += [name for name in forwarded if name not in names]
+        self._names = tuple(names)
+        self._reads_request_id = request_id_name in forwarded
+        self._trust_request_id = trust_request_id
+        self._generate = generate
+        self._line_by_bytes = {name.encode("ascii"): line for line, name in enumerate(names)}
+        self._absent_lines: list[bytes | bytearray] = [_ABSENT] * len(names)
+        self._blank_lines = ("",) * len(names)
+        self._environ_keys = tuple("HTTP_" + n.upper().replace("-", "_") for n in names)
+        line_of = {name: line for line, name in enumerate(names)}
+        self._traceparent_line = line_of.get(h.TRACEPARENT)
+        self._b3_line = line_of.get(h.B3)
+        self._b3_trace_line = line_of.get(h.B3_TRACE_ID) if h.B3_SPAN_ID in line_of else None
+
+        lines = [
+            self._line_pattern(name, names, request_id_name, request_id_cap, caps, default_cap)
+            for name in names
+        ]
+        pattern = "\n".join(line for line in lines if line is not None)
+        self._match_text = re.compile(pattern).fullmatch
+        self._match_bytes = re.compile(pattern.encode("ascii")).fullmatch
+
+    def _line_pattern(
+        self,
+        name: str,
+        names: list[str],
+        request_id_name: str,
+        request_id_cap: int,
+        caps: Mapping[str, int],
+        default_cap: int,
+    ) -> str | None:
+        """The pattern of one line, or None for a line that the previous line's pattern
+        already covers (the parts of a unit: ``tracestate`` after ``traceparent``, the B3 ids)."""
+        if name == request_id_name:
+            if not self._trust_request_id:
+                return "[^\\n]*"  # replaced whatever it is
+            return _optional(f"[\\x21-\\x7e]{{1,{request_id_cap}}}")
+        if name == h.TRACEPARENT:
+            if h.TRACESTATE not in names:
+                return _optional(_TRACEPARENT_00)
+            cap = caps.get(h.TRACESTATE, default_cap)
+            state = f"(?=[^\\n]{{1,{cap}}}(?![^\\n])){_TRACESTATE}"
+            return f"(?:{_TRACEPARENT_00}\n{_optional(state)}|\n)"
+        if name == h.TRACESTATE:
+            return None if h.TRACEPARENT in names else ""  # never forwarded without traceparent
+        if name == h.B3:
+            return _optional(_B3_SINGLE)
+        if name in (h.B3_TRACE_ID, h.B3_SPAN_ID, h.B3_PARENT_SPAN_ID):
+            return self._b3_ids_pattern(name, names)
+        if name == h.B3_SAMPLED:
+            return _optional(_B3_SAMPLED)
+        if name == h.B3_FLAGS:
+            return _optional(_B3_FLAGS)
+        return _optional(_safe_value(caps.get(name, default_cap)))
+
+    @staticmethod
+    def _b3_ids_pattern(name: str, names: list[str]) -> str | None:
+        """The multi-header B3 ids travel as one unit: a trace id and a span id together, with
+        or without a parent, or none of them (these lines follow each other in ``_ORDER``)."""
+        if h.B3_TRACE_ID not in names or h.B3_SPAN_ID not in names:
+            return ""  # half a unit is never forwarded: only an absent header fits
+        if name != h.B3_TRACE_ID:
+            return None
+        if h.B3_PARENT_SPAN_ID in names:
+            return f"(?:{_B3_TRACE_ID}\n{_ID_16}\n{_optional(_ID_16)}|\n\n)"
+        return f"(?:{_B3_TRACE_ID}\n{_ID_16}|\n)"
+
+    @classmethod
+    def for_config(
+        cls,
+        forwarded: tuple[str, ...],
+        prefixes: tuple[str, ...],
+        request_id_name: str,
+        request_id_cap: int,
+        trust_request_id: bool,
+        generate: Callable[[], str] | None,
+        caps: Mapping[str, int],
+        default_cap: int,
+    ) -> FastPath | None:
+        """The fast path for a Config, or None where it would not pay: forwarding by prefix
+        needs a look at every header name, a cap below a structured header's usual length would
+        need a length check per line, and a trace header used as the request id header is
+        nothing to optimise for."""
+        if prefixes or request_id_name in _ORDER:
+            return None
+        for name, longest in _LONGEST.items():
+            if name in forwarded and caps.get(name, default_cap) < longest:
+                return None
+        return cls(
+            forwarded,
+            request_id_name,
+            request_id_cap,
+            trust_request_id,
+            generate,
+            caps,
+            default_cap,
+        )
+
+    def capture_asgi(self, headers: Iterable[tuple[bytes, bytes]]) -> Snapshot | None:
+        """ASGI lower-case byte pairs; None if a forwarded header is repeated or does not match."""
+        lines = self._absent_lines.copy()
+        line_of = self._line_by_bytes.get
+        for name, value in headers:
+            line = line_of(name)
+            if line is not None:
+                if lines[line] is not _ABSENT:
+                    return None  # repeated: each header's spec says what that means
+                lines[line] = value
+        joined = b"\n".join(lines)
+        if self._match_bytes(joined) is None:
+            return None
+        return self._snapshot(joined, lines[0] if self._reads_request_id else _ABSENT)
+
+    def capture_environ(self, environ: Mapping[str, Any]) -> Snapshot | None:
+        """A WSGI ``environ`` (the server has already joined repeated headers)."""
+        lines = list(map(environ.get, self._environ_keys, self._blank_lines))
+        try:
+            joined = "\n".join(lines)
+        except TypeError:  # a value that is not a str: the general path decides
+            return None
+        if self._match_text(joined) is None:
+            return None
+        return self._snapshot(joined, lines[0] if self._reads_request_id else "")
+
+    def _snapshot(self, joined: bytes | str, received_id: bytes | bytearray | str) -> Snapshot:
+        if received_id and self._trust_request_id:
+            request_id: str | None = (
+                received_id if isinstance(received_id, str) else received_id.decode("latin-1")
+            )
+        else:
+            request_id = None if self._generate is None else self._generate()
+        return Snapshot(None, request_id, None, None, joined, self)
+
+    def unpack(
+        self, joined: bytes | str, request_id: str | None
+    ) -> tuple[dict[str, str], str | None, str | None]:
+        """The headers and trace ids of lines that matched: what ``Snapshot`` builds on first
+        use. The ids come from ``b3``, else the multi-header B3 ids, else ``traceparent``."""
+        text = joined.decode("latin-1") if isinstance(joined, bytes) else joined
+        values: list[str] = text.split("\n")
+        if self._reads_request_id:
+            values[0] = request_id or ""
+        headers = dict(compress(zip(self._names, values, strict=True), values))
+        b3 = values[self._b3_line] if self._b3_line is not None else ""
+        if len(b3) > 1:  # not a lone sampling decision
+            fields = b3.split("-", 2)
+            return headers, fields[0], fields[1]
+        line = self._b3_trace_line
+        if line is not None and values[line]:
+            return headers, values[line], values[line + 1]
+        line = self._traceparent_line
+        if line is not None and values[line]:
+            traceparent = values[line]
+            return headers, traceparent[3:35], traceparent[36:52]
+        return headers, None, None
