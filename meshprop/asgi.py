@@ -60,17 +60,17 @@ class MeshPropMiddleware:
             return
 
         snapshot = capture_asgi(scope["headers"], self.config)
+        request_id = snapshot.request_id
         token = CURRENT.set(snapshot)
         try:
-            echo_name = self._echo_name
-            request_id = snapshot.request_id
-            if echo_name is None or request_id is None:
+            if request_id is None or self._echo_name is None:
                 await self.app(scope, receive, send)
             else:
+                echo = (self._echo_name, request_id.encode("latin-1"))
 
                 async def send_with_echo(message: Message) -> None:
                     if message["type"] in response_starts:
-                        message = _with_echo(message, echo_name, request_id)
+                        message = _with_echo(message, echo)
                     await send(message)
 
                 await self.app(scope, receive, send_with_echo)
@@ -81,19 +81,20 @@ class MeshPropMiddleware:
             CURRENT.reset(token)
 
 
-def _with_echo(message: Message, echo_name: bytes, request_id: str) -> Message:
+def _with_echo(message: Message, echo: tuple[bytes, bytes]) -> Message:
     """The response-start message with the request id added, unless the app set one itself.
 
-    A new message and a new header list: the app's list may belong to a Response object that is
-    sent again, and appending to it would put a second copy on the next response.
+    A new message and a new header list: an app may send the same message, or a Response
+    object's same header list, for every request, and must not find the last request's id in it.
     """
     headers = message.get("headers")
     if not headers:
-        return {**message, "headers": [(echo_name, request_id.encode("latin-1"))]}
+        return {**message, "headers": [echo]}
     if not isinstance(headers, (list, tuple)):
         headers = list(headers)  # any iterable is allowed, and it is read twice here
         message = {**message, "headers": headers}
+    echo_name = echo[0]
     for name, _ in headers:
         if name.lower() == echo_name:
             return message
-    return {**message, "headers": [*headers, (echo_name, request_id.encode("latin-1"))]}
+    return {**message, "headers": [*headers, echo]}

@@ -311,6 +311,21 @@ async def test_apps_header_list_is_not_changed() -> None:
     assert shared_headers == [(b"content-type", b"text/plain")]
 
 
+async def test_apps_reused_message_is_not_changed() -> None:
+    start: Message = {"type": "http.response.start", "status": 200, "headers": []}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(start)  # the same message object for every response
+        await send({"type": "http.response.body", "body": b""})
+
+    async with client_for(MeshPropMiddleware(app)) as client:
+        first = await client.get("/", headers={"x-request-id": "one"})
+        second = await client.get("/", headers={"x-request-id": "two"})
+    assert echoed(first) == ["one"]
+    assert echoed(second) == ["two"]
+    assert start == {"type": "http.response.start", "status": 200, "headers": []}
+
+
 async def test_app_set_id_in_upper_case_is_kept() -> None:
     app = MeshPropMiddleware(raw_app([(b"X-Request-ID", b"mine")]))
     async with client_for(app) as client:
