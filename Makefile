@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-dev
 # The core tests also run on the oldest and newest supported Pythons (pyenv has them here).
 CORE_TESTS := tests/test_headers.py tests/test_capture.py tests/test_snapshot.py \
 	tests/test_config.py tests/test_scope.py tests/test_outbound.py tests/test_vectors.py \
-	tests/test_package.py
+	tests/test_fast_path.py tests/test_package.py
 
 .PHONY: demo test lint typecheck check test-versions bench bench-quick clean sidecar
 
@@ -45,7 +45,7 @@ test-versions:
 		venv=".venv-$$version"; \
 		[ -x "$$venv/bin/python" ] || "$$interpreter" -m venv "$$venv"; \
 		"$$venv/bin/python" -m pip install --quiet --upgrade pip; \
-		"$$venv/bin/python" -m pip install --quiet -e . pytest pytest-asyncio pytest-timeout hypothesis; \
+		"$$venv/bin/python" -m pip install --quiet -e . pytest pytest-asyncio pytest-timeout hypothesis multidict; \
 		echo "== core tests on Python $$version"; \
 		"$$venv/bin/python" -m pytest -p no:cacheprovider $(CORE_TESTS); \
 	done

@@ -16,6 +16,7 @@ from typing import Any
 
 from . import _headers as h
 from ._config import DEFAULT_CONFIG, Config
+from ._fast_path import CaseInsensitiveMultiDict
 from ._snapshot import CURRENT, Snapshot
 
 HeaderPairs = Iterable[tuple[str | bytes, str | bytes]] | Mapping[Any, Any]
@@ -100,6 +101,16 @@ def _capture_environ_by_header(environ: Mapping[str, Any], config: Config) -> Sn
                 ):
                     found[name] = value.strip(_STRIPPED)
     return snapshot_from(found, config)
+
+
+def capture_multidict(headers: CaseInsensitiveMultiDict, config: Config) -> Snapshot:
+    """Snapshot from a case-insensitive multidict: aiohttp's ``request.headers``."""
+    fast_path = config._fast_path
+    if fast_path is not None:
+        snapshot = fast_path.capture_multidict(headers)
+        if snapshot is not None:
+            return snapshot
+    return capture_pairs(headers.items(), config)
 
 
 @contextmanager

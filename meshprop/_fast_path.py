@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from itertools import compress
-from typing import Any
+from typing import Any, Protocol
 
 from . import _headers as h
 from ._snapshot import Snapshot
@@ -63,6 +63,16 @@ _ORDER = (
 _ABSENT = bytearray()
 
 
+class CaseInsensitiveMultiDict(Protocol):
+    """What the fast path reads of a case-insensitive multidict such as aiohttp's headers."""
+
+    def get(self, key: str, default: str, /) -> str: ...
+
+    def getall(self, key: str, default: tuple[()], /) -> list[str] | tuple[()]: ...
+
+    def items(self) -> Iterable[tuple[str, str]]: ...
+
+
 def _safe_value(cap: int) -> str:
     """A forwarded value without a rule of its own: visible ASCII, inner spaces allowed."""
     if cap == 1:
@@ -76,7 +86,7 @@ def _optional(pattern: str) -> str:
 
 class FastPath:
     """The fixed line order and the one pattern for a Config's headers, and the capture
-    shapes (ASGI pairs, WSGI ``environ``) that use them."""
+    shapes (ASGI pairs, WSGI ``environ``, aiohttp's multidict) that use them."""
 
     __slots__ = (
         "_absent_lines",
@@ -90,6 +100,7 @@ class FastPath:
         "_match_text",
         "_names",
         "_reads_request_id",
+        "_repeat_sensitive_names",
         "_traceparent_line",
         "_trust_request_id",
     )
@@ -114,6 +125,9 @@ class FastPath:
         self._line_by_bytes = {name.encode("ascii"): line for line, name in enumerate(names)}
         self._absent_lines: list[bytes | bytearray] = [_ABSENT] * len(names)
         self._blank_lines = ("",) * len(names)
+        self._repeat_sensitive_names = tuple(
+            name for name in names if name in h.JOINED_HEADERS or name == h.TRACEPARENT
+        )
         self._environ_keys = tuple("HTTP_" + n.upper().replace("-", "_") for n in names)
         line_of = {name: line for line, name in enumerate(names)}
         self._traceparent_line = line_of.get(h.TRACEPARENT)
@@ -226,6 +240,20 @@ class FastPath:
             joined = "\n".join(lines)
         except TypeError:  # a value that is not a str: the general path decides
             return None
+        if self._match_text(joined) is None:
+            return None
+        return self._snapshot(joined, lines[0] if self._reads_request_id else "")
+
+    def capture_multidict(self, headers: CaseInsensitiveMultiDict) -> Snapshot | None:
+        """A case-insensitive multidict (aiohttp's ``request.headers``): ``get`` gives a
+        name's first value, which decides, as for any repeated header whose spec says nothing
+        else; the names whose repeats mean more are checked with ``getall``."""
+        getall = headers.getall
+        for name in self._repeat_sensitive_names:
+            if len(getall(name, ())) > 1:
+                return None
+        lines = list(map(headers.get, self._names, self._blank_lines))
+        joined = "\n".join(lines)
         if self._match_text(joined) is None:
             return None
         return self._snapshot(joined, lines[0] if self._reads_request_id else "")

@@ -17,12 +17,15 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from multidict import CIMultiDict
 
 from meshprop._capture import (
     _capture_asgi_by_header,
     _capture_environ_by_header,
     capture_asgi,
     capture_environ,
+    capture_multidict,
+    capture_pairs,
 )
 from meshprop._config import Config
 from meshprop._fast_path import FastPath
@@ -81,6 +84,11 @@ def _environ(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     return environ
 
 
+def _multidict(pairs: list[tuple[str, str]]) -> CIMultiDict[str]:
+    """As aiohttp hands a server its request headers: in the case they were sent."""
+    return CIMultiDict((name.title(), value) for name, value in pairs)
+
+
 def _seen(snapshot: Snapshot) -> tuple[Mapping[str, str], str | None, str | None, str | None]:
     return dict(snapshot.headers), snapshot.request_id, snapshot.trace_id, snapshot.span_id
 
@@ -93,6 +101,9 @@ def _assert_same_answer(pairs: list[tuple[str, str]], config: Config) -> None:
     fast = config._fast_path.capture_environ(_environ(pairs))
     if fast is not None:
         assert _seen(fast) == _seen(_capture_environ_by_header(_environ(pairs), config))
+    fast = config._fast_path.capture_multidict(_multidict(pairs))
+    if fast is not None:
+        assert _seen(fast) == _seen(capture_pairs(_asgi(pairs), config))
 
 
 def test_the_istio_request_takes_the_fast_path_and_gets_the_general_answer() -> None:
@@ -105,6 +116,7 @@ def test_the_istio_request_takes_the_fast_path_and_gets_the_general_answer() -> 
     assert snapshot.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"  # B3 before W3C
     assert snapshot.span_id == "a2fb4a1d1a96d312"
     assert config._fast_path.capture_environ(_environ(ISTIO_REQUEST)) is not None
+    assert config._fast_path.capture_multidict(_multidict(ISTIO_REQUEST)) is not None
 
 
 def test_the_headers_are_built_on_first_use_only() -> None:
@@ -122,7 +134,7 @@ def test_the_headers_are_built_on_first_use_only() -> None:
 @pytest.mark.parametrize(
     "pairs",
     [
-        pytest.param([*ISTIO_REQUEST, ("x-b3-sampled", "0")], id="a forwarded header repeated"),
+        pytest.param([*ISTIO_REQUEST, ("traceparent", ISTIO_REQUEST[2][1])], id="a repeat"),
         pytest.param([("traceparent", " " + ISTIO_REQUEST[2][1])], id="a blank around a value"),
         pytest.param(
             [("traceparent", "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x")],
@@ -140,10 +152,21 @@ def test_the_fast_path_declines_what_it_does_not_cover(pairs: list[tuple[str, st
     config = CONFIGS["default"]
     assert config._fast_path is not None
     assert config._fast_path.capture_asgi(_asgi(pairs)) is None
+    assert config._fast_path.capture_multidict(_multidict(pairs)) is None
     # ...and the general path, through the public entry point, still gives its answer.
     assert _seen(capture_asgi(_asgi(pairs), config)) == _seen(
         _capture_asgi_by_header(_asgi(pairs), config)
     )
+
+
+def test_a_repeat_whose_first_value_decides_keeps_the_multidict_fast_path() -> None:
+    config = CONFIGS["default"]
+    assert config._fast_path is not None
+    pairs = [*ISTIO_REQUEST, ("x-b3-sampled", "0")]
+    assert config._fast_path.capture_asgi(_asgi(pairs)) is None
+    snapshot = config._fast_path.capture_multidict(_multidict(pairs))
+    assert snapshot is not None
+    assert snapshot.headers["x-b3-sampled"] == "1"
 
 
 def test_an_ordinary_header_repeated_keeps_the_fast_path() -> None:
@@ -308,3 +331,15 @@ def test_the_public_entry_points_use_the_fast_path() -> None:
     config = CONFIGS["default"]
     assert capture_asgi(_asgi(ISTIO_REQUEST), config)._headers is None
     assert capture_environ(_environ(ISTIO_REQUEST), config)._headers is None
+    assert capture_multidict(_multidict(ISTIO_REQUEST), config)._headers is None
+
+
+@pytest.mark.parametrize("name", ["traceparent", "tracestate", "baggage"])
+def test_a_multidict_with_a_repeat_that_means_more_takes_the_general_path(name: str) -> None:
+    config = CONFIGS["presets and extras"]
+    assert config._fast_path is not None
+    pairs = [ISTIO_REQUEST[2], (name, "a=1"), (name.upper(), "b=2")]
+    assert config._fast_path.capture_multidict(_multidict(pairs)) is None
+    assert _seen(capture_multidict(_multidict(pairs), config)) == _seen(
+        capture_pairs(_asgi(pairs), config)
+    )
