@@ -32,13 +32,23 @@ async def _drop(message: Any) -> None:
     return None
 
 
-def _starlette_app(middleware: list[Middleware]) -> Any:
+def _read_the_context() -> None:
+    """What a handler that forwards or logs does once: read the headers and the trace id."""
+    import meshprop
+
+    meshprop.current()
+    meshprop.trace_id()
+
+
+def _starlette_app(middleware: list[Middleware], reads_context: bool = False) -> Any:
     from starlette.applications import Starlette
     from starlette.middleware import Middleware as StarletteMiddleware
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
     async def orders(request: Any) -> Any:
+        if reads_context:
+            _read_the_context()
         return JSONResponse({"order": 42, "status": "paid"})
 
     return Starlette(
@@ -47,13 +57,15 @@ def _starlette_app(middleware: list[Middleware]) -> Any:
     )
 
 
-def _fastapi_app(middleware: list[Middleware]) -> Any:
+def _fastapi_app(middleware: list[Middleware], reads_context: bool = False) -> Any:
     from fastapi import FastAPI
 
     app = FastAPI()
 
     @app.get(PATH)
     async def orders() -> dict[str, Any]:
+        if reads_context:
+            _read_the_context()
         return {"order": 42, "status": "paid"}
 
     for cls, options in reversed(middleware):
@@ -127,6 +139,11 @@ def variants(loop: asyncio.AbstractEventLoop, framework: str) -> list[Variant]:
 
         return app_factory([(meshprop.asgi.MeshPropMiddleware, {})])
 
+    def meshprop_read_app() -> Any:
+        import meshprop.asgi
+
+        return app_factory([(meshprop.asgi.MeshPropMiddleware, {})], reads_context=True)
+
     def correlation_id_app() -> Any:
         from asgi_correlation_id import CorrelationIdMiddleware
 
@@ -154,6 +171,7 @@ def variants(loop: asyncio.AbstractEventLoop, framework: str) -> list[Variant]:
         ("bare", with_middleware(), False, None),
         ("floor", with_middleware((CopyAndEchoMiddleware, {})), True, None),
         ("meshprop", meshprop_app, True, "meshprop.asgi"),
+        ("meshprop-read", meshprop_read_app, True, "meshprop.asgi"),
         ("asgi-correlation-id", correlation_id_app, True, None),
         ("starlette-context", starlette_context_app, False, None),
         ("http-middleware", lambda: _with_http_middleware(framework), True, None),
@@ -170,6 +188,8 @@ DESCRIPTIONS = {
     "bare": "no middleware",
     "floor": "hand-written pure-ASGI copy + echo (the floor)",
     "meshprop": "meshprop.asgi.MeshPropMiddleware via add_middleware",
+    "meshprop-read": "the same, and the endpoint reads meshprop.current() and trace_id() once "
+    "(the snapshot's dict and ids are built on first use)",
     "asgi-correlation-id": "asgi-correlation-id CorrelationIdMiddleware (defaults)",
     "starlette-context": "starlette-context RawContextMiddleware (request id + correlation id)",
     "http-middleware": '@app.middleware("http") copy into a ContextVar + echo (Starlette: '
