@@ -5,15 +5,27 @@ callable) and needs no framework installed.
 
 WSGI servers serve many requests on one thread, and the app's code runs in three separate calls
 from the server: the app call, each ``next()`` of the response body (a streamed body, Flask's
-``stream_with_context``, a generator view) and ``close()``. The snapshot is set and reset around
-each of those calls, never left set in between. So the reset never depends on the server
-calling ``close()``, on ``close()`` running in the context that set it, or on a body being read
-to its end: nothing of one request can be seen by the next request on that thread.
+``stream_with_context``, a generator view) and ``close()``. Each request gets its own copy of the
+server's context, made when the app is called, with the snapshot set in it; those three calls
+run inside that copy (``Context.run``), and the server's own context is never changed. So
+nothing depends on the server calling ``close()``, on ``close()`` running in the thread or
+context that called the app, or on a body being read to its end: nothing of one request can be
+seen by the next request on that thread.
+
+The copy is the request's context for all three calls, so a context variable the app sets in
+one of them is still set in the next: Flask's ``stream_with_context`` pushes its request context
+during the app call and pops it in the body's last ``next()``, and OpenTelemetry's WSGI
+middleware, wrapped inside this one, detaches its span in ``close()``. What the app sets stays
+in its request: the server, and any middleware wrapped around this one, never see it. A
+context is entered by one thread at a time, which PEP 3333 servers respect: they never read a
+body in one thread while closing it in another.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import copy_context
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -26,15 +38,19 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 Headers = list[tuple[str, str]]
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+_Run = Callable[..., Any]
 
 __all__ = ["MeshPropMiddleware"]
 
+_set_current = CURRENT.set  # bound once, not per request
+_END = object()  # what next() returns once the app's body is done
+
 
 class MeshPropMiddleware:
-    """Sets the request's snapshot while the app's code runs and echoes its request id.
+    """Runs the app's code in the request's own context, and echoes its request id.
 
-    An unhandled exception (from the app call or from the body) goes on to the server, marked
-    with its request id for the server's log record.
+    An unhandled exception (from the app call, the body or its ``close()``) goes on to the
+    server, marked with its request id for the server's log record.
     """
 
     def __init__(self, app: WSGIApp, config: Config | None = None) -> None:
@@ -47,91 +63,86 @@ class MeshPropMiddleware:
         request_id = snapshot.request_id
         echo_name = self._echo_name
         if echo_name is not None and request_id is not None:
-            start_response = _echoing(start_response, echo_name, request_id)
-        token = CURRENT.set(snapshot)
+            start_response = partial(_echo, start_response, echo_name, request_id)
+        run = copy_context().run
+        run(_set_current, snapshot)
         try:
-            body = self.app(environ, start_response)
+            body = run(self.app, environ, start_response)
         except BaseException as error:
             mark_exception(error, snapshot)
             raise
-        finally:
-            CURRENT.reset(token)
-        if type(body) is list or type(body) is tuple or _is_file_wrapper(body, environ):
-            # Nothing of the app's runs when these are read or closed, and the server must
-            # still recognise its own file wrapper to send the file with sendfile().
-            return body
-        return _BodyInContext(body, snapshot)
+        body_type = type(body)
+        if body_type is list or body_type is tuple:
+            return body  # nothing of the app's runs while these are read
+        file_wrapper = environ.get("wsgi.file_wrapper")
+        if isinstance(file_wrapper, type) and isinstance(body, file_wrapper):
+            return body  # the server must recognise its own wrapper to use sendfile()
+        return _BodyInContext(body, run, snapshot)
 
 
-def _echoing(start_response: StartResponse, echo_name: str, request_id: str) -> StartResponse:
+def _echo(
+    start_response: StartResponse,
+    echo_name: str,
+    request_id: str,
+    status: str,
+    headers: Headers,
+    exc_info: ExcInfo | None = None,
+) -> Callable[[bytes], object]:
     """``start_response`` that adds the request id header unless the app set one itself.
 
     Each call is judged on its own headers: a second call (with ``exc_info``, for an error page
     after an exception) replaces the first call's headers, so it needs the echo too. The app's
-    list is left as it is, since it may belong to a response object that is sent again.
+    list is left as it is, since it may belong to a response object that is sent again. Bound
+    to one request with ``functools.partial``, which is cheaper to make than a closure.
     """
-
-    def start_response_with_echo(
-        status: str, headers: Headers, exc_info: ExcInfo | None = None
-    ) -> Callable[[bytes], object]:
-        for name, _ in headers:
-            if name.lower() == echo_name:
-                break
-        else:
-            headers = [*headers, (echo_name, request_id)]
-        if exc_info is None:
-            return start_response(status, headers)
-        return start_response(status, headers, exc_info)
-
-    return start_response_with_echo
-
-
-def _is_file_wrapper(body: object, environ: Environ) -> bool:
-    wrapper = environ.get("wsgi.file_wrapper")
-    return isinstance(wrapper, type) and isinstance(body, wrapper)
+    for name, _ in headers:
+        if name.lower() == echo_name:
+            break
+    else:
+        headers = [*headers, (echo_name, request_id)]
+    if exc_info is None:
+        return start_response(status, headers)
+    return start_response(status, headers, exc_info)
 
 
 class _BodyInContext:
-    """The app's response body, read and closed with the request's snapshot set.
+    """The app's response body, read and closed inside the request's context.
 
     ``close()`` is forwarded in the same way, so finally blocks of a generator that the server
     closes early (client gone) and Flask's teardown of a streamed response still see the id.
     """
 
-    __slots__ = ("_body", "_iterator", "_snapshot")
+    __slots__ = ("_body", "_run", "_snapshot")
 
-    def __init__(self, body: Iterable[bytes], snapshot: Snapshot) -> None:
+    def __init__(self, body: Iterable[bytes], run: _Run, snapshot: Snapshot) -> None:
         self._body = body
+        self._run = run
         self._snapshot = snapshot
-        self._iterator: Iterator[bytes] | None = None
 
-    def __iter__(self) -> _BodyInContext:
-        return self
-
-    def __next__(self) -> bytes:
-        token = CURRENT.set(self._snapshot)
+    def __iter__(self) -> Iterator[bytes]:
+        # A generator: the body's end costs no StopIteration here, and each chunk no method call.
+        run = self._run
         try:
-            iterator = self._iterator
-            if iterator is None:
-                iterator = self._iterator = iter(self._body)
-            return next(iterator)
-        except StopIteration:
-            raise
+            iterator = run(iter, self._body)
         except BaseException as error:
             mark_exception(error, self._snapshot)
             raise
-        finally:
-            CURRENT.reset(token)
+        while True:
+            try:
+                chunk = run(next, iterator, _END)
+            except BaseException as error:
+                mark_exception(error, self._snapshot)
+                raise
+            if chunk is _END:
+                return
+            yield chunk
 
     def close(self) -> None:
         close = getattr(self._body, "close", None)
         if close is None:
             return
-        token = CURRENT.set(self._snapshot)
         try:
-            close()
+            self._run(close)
         except BaseException as error:
             mark_exception(error, self._snapshot)
             raise
-        finally:
-            CURRENT.reset(token)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from flask import Flask, Response, abort, g, stream_with_context
+from flask import Flask, Response, abort, g, has_request_context, request, stream_with_context
 
 import meshprop
 from meshprop._snapshot import CURRENT
@@ -60,7 +60,7 @@ def make_app(seen: list[tuple[str, Any]]) -> Flask:
             seen.append(("stream start", meshprop.request_id()))
             yield "a"
             seen.append(("stream end", meshprop.request_id()))
-            yield "b"
+            yield request.path[-1]
 
         return Response(stream_with_context(chunks()))
 
@@ -141,7 +141,7 @@ def test_http_exception_without_handler(client: Any) -> None:
 
 def test_stream_with_context(client: Any, seen: list[tuple[str, Any]]) -> None:
     response = client.get("/stream-with-context", headers={"X-Request-Id": "abc"})
-    assert response.get_data() == b"ab"
+    assert response.get_data() == b"at"
     response.close()
     assert response.headers.getlist("X-Request-ID") == ["abc"]
     # Flask runs teardown_request when the view returns and again when the streamed
@@ -180,3 +180,26 @@ def test_requests_one_after_another(client: Any) -> None:
     assert first.json["g"] == "one"
     assert second.json["g"] not in (None, "one")
     assert CURRENT.get() is None
+
+
+def test_flask_request_context_stays_in_the_request(
+    client: Any, seen: list[tuple[str, Any]]
+) -> None:
+    """stream_with_context pushes Flask's request context in the view and pops it in the body's
+    last chunk: those tokens belong to the request's context, so the server's context has no
+    Flask request (nor snapshot) between chunks or after the response."""
+    response = client.get("/stream-with-context", headers={"X-Request-Id": "abc"}, buffered=False)
+    server_saw = [(has_request_context(), CURRENT.get())]
+    assert next(response.response) == b"a"
+    server_saw.append((has_request_context(), CURRENT.get()))
+    assert next(response.response) == b"t"  # the body reads flask.request
+    server_saw.append((has_request_context(), CURRENT.get()))
+    assert list(response.response) == []
+    response.close()
+    server_saw.append((has_request_context(), CURRENT.get()))
+    assert server_saw == [(False, None)] * 4
+    assert seen[-3:] == [
+        ("stream start", "abc"),
+        ("stream end", "abc"),
+        ("teardown_request", "abc"),
+    ]

@@ -11,6 +11,11 @@ from typing import Any
 from wsgiref.util import FileWrapper, setup_testing_defaults
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import meshprop
 from meshprop._snapshot import CURRENT, exception_request_id
@@ -321,3 +326,141 @@ def test_any_callable_app() -> None:
     assert server.run(MeshPropMiddleware(handler), make_environ(x_request_id="dj")) == b"dj"
     assert handler.response.closed_with == "dj"
     assert server.echoed() == ["dj"]
+
+
+APP_VARIABLE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "set by the app", default=None
+)
+
+
+class BodyWithClose:
+    """A response object whose iteration and close run app code, as Django's do."""
+
+    def __init__(self, seen: dict[str, Any], fail_in: str | None = None) -> None:
+        self.seen = seen
+        self.fail_in = fail_in
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self.fail_in == "iter":
+            raise LookupError("iter")
+        return self._chunks()
+
+    def _chunks(self) -> Iterator[bytes]:
+        self.seen["first chunk"] = (meshprop.request_id(), APP_VARIABLE.get())
+        yield b"a"
+        if self.fail_in == "next":
+            raise LookupError("next")
+        self.seen["second chunk"] = (meshprop.request_id(), APP_VARIABLE.get())
+        yield b"b"
+
+    def close(self) -> None:
+        self.seen["close"] = (meshprop.request_id(), APP_VARIABLE.get())
+        if self.fail_in == "close":
+            raise LookupError("close")
+
+
+def test_a_variable_the_app_sets_is_its_request_s_alone() -> None:
+    """Set in the app call and never reset (as Flask's stream_with_context leaves its request
+    context pushed until the last chunk): the body and close() still see it, the server's
+    context never does, and neither does the next request on the thread."""
+    seen: dict[str, Any] = {}
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> BodyWithClose:
+        APP_VARIABLE.set(f"view of {meshprop.request_id()}")
+        start_response("200 OK", [])
+        return BodyWithClose(seen)
+
+    middleware = MeshPropMiddleware(app)
+    body = middleware(make_environ(x_request_id="abc"), Server().start_response)
+    server_saw = [(CURRENT.get(), APP_VARIABLE.get())]
+    chunks = iter(body)
+    assert next(chunks) == b"a"
+    server_saw.append((CURRENT.get(), APP_VARIABLE.get()))
+    assert list(chunks) == [b"b"]
+    body.close()  # type: ignore[attr-defined]
+    server_saw.append((CURRENT.get(), APP_VARIABLE.get()))
+    assert seen == {
+        "first chunk": ("abc", "view of abc"),
+        "second chunk": ("abc", "view of abc"),
+        "close": ("abc", "view of abc"),
+    }
+    assert server_saw == [(None, None)] * 3
+
+    seen.clear()
+    Server().run(middleware, make_environ(x_request_id="next"))
+    assert seen["close"] == ("next", "view of next")
+    assert APP_VARIABLE.get() is None
+
+
+@pytest.mark.parametrize("fail_in", ["iter", "next", "close"])
+def test_exceptions_from_the_body_are_marked(fail_in: str) -> None:
+    def app(environ: dict[str, Any], start_response: StartResponse) -> BodyWithClose:
+        start_response("200 OK", [])
+        return BodyWithClose({}, fail_in)
+
+    with pytest.raises(LookupError) as raised:
+        Server().run(MeshPropMiddleware(app), make_environ(x_request_id="abc"))
+    assert raised.value.args == (fail_in,)
+    assert exception_request_id(raised.value) == "abc"
+    assert CURRENT.get() is None
+
+
+def test_end_of_body_is_not_an_error() -> None:
+    """The body's StopIteration ends the server's loop as usual, unmarked and not re-raised."""
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterator[bytes]:
+        start_response("200 OK", [])
+        return iter([b"a", b"b"])
+
+    body = MeshPropMiddleware(app)(make_environ(x_request_id="abc"), Server().start_response)
+    chunks = iter(body)
+    assert list(chunks) == [b"a", b"b"]
+    assert next(chunks, "done") == "done"
+    body.close()  # type: ignore[attr-defined]  # the app's iterator has no close(): nothing to do
+
+
+@pytest.fixture
+def otel_spans() -> tuple[TracerProvider, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+def otel_recording_app(seen: dict[str, Any]) -> Any:
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterator[bytes]:
+        seen["app"] = (meshprop.request_id(), trace.get_current_span().get_span_context().span_id)
+        start_response("200 OK", [])
+        yield b"a"
+        seen["body"] = (meshprop.request_id(), trace.get_current_span().get_span_context().span_id)
+        yield b"b"
+
+    return app
+
+
+@pytest.mark.parametrize("outer", ["meshprop", "opentelemetry"])
+def test_opentelemetry_wsgi_middleware_on_either_side(
+    outer: str,
+    otel_spans: tuple[TracerProvider, InMemorySpanExporter],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """OpenTelemetry attaches its span in the app call and detaches it when its body ends: with
+    meshprop outside, both happen in the request's context; with meshprop inside, the app and
+    its body see OpenTelemetry's span. Either way the server's context keeps neither."""
+    provider, exporter = otel_spans
+    seen: dict[str, Any] = {}
+    app = otel_recording_app(seen)
+    wrapped: Any
+    if outer == "meshprop":
+        wrapped = MeshPropMiddleware(OpenTelemetryMiddleware(app, tracer_provider=provider))
+    else:
+        wrapped = OpenTelemetryMiddleware(MeshPropMiddleware(app), tracer_provider=provider)
+    server = Server()
+    assert server.run(wrapped, make_environ(x_request_id="abc")) == b"ab"
+    (span,) = exporter.get_finished_spans()
+    assert span.context is not None
+    assert seen == {"app": ("abc", span.context.span_id), "body": ("abc", span.context.span_id)}
+    assert server.echoed() == ["abc"]
+    assert [record.getMessage() for record in caplog.records if record.levelname == "ERROR"] == []
+    assert trace.get_current_span() is trace.INVALID_SPAN
+    assert CURRENT.get() is None
