@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import _run, sockets
+from benchmarks import _report, _run, sockets
 from benchmarks._harness import QUICK, Variant, measure
 
 TINY = dataclasses.replace(
@@ -60,11 +60,22 @@ def test_every_in_process_suite_measures_every_variant(tmp_path: Path) -> None:
             assert probe["requests"] > 0
     assert not _run.has_errors(document), document["problems"]
     assert {budget["result"] for budget in document["budgets"]} <= {"PASS", "MISS", "NOT MEASURED"}
+    for suite in _report.CLIENT_SUITES:
+        rows = {row["name"]: row for row in document["suites"][suite]}
+        # Built only if the server received the forwarded x-request-id.
+        assert rows["carry"]["status"] == "ok", suite
+    outbound = [b for b in document["budgets"] if b["budget"].startswith("Outbound")]
+    assert len(outbound) == len(_report.CLIENT_SUITES)
+    for budget in outbound:
+        if budget["result"] != "NOT MEASURED":
+            own = budget["meshprop_us"] - budget["carry_headers_us"]
+            assert budget["meshprop_own_us"] == pytest.approx(own)
 
     written = json.loads((tmp_path / "quick.json").read_text(encoding="utf-8"))
     assert written["budgets"] == document["budgets"]
     report = (tmp_path / "quick.md").read_text(encoding="utf-8")
     assert "## Budgets" in report and "## In-process: ASGI, Starlette" in report
+    assert "meshprop's own share (meshprop - carry)" in report
 
 
 def test_sockets_suite_loads_uvicorn_bare_and_with_meshprop() -> None:
