@@ -60,7 +60,7 @@ def headers_for_host(host: str, config: Config) -> Mapping[str, str] | None:
     """
     snapshot = CURRENT.get()
     if _OTEL_TRACE_MODULE in _loaded_modules:
-        return _otel_headers()(snapshot, host, config)
+        return (_headers_with_span or _otel_headers())(snapshot, host, config)
     if snapshot is None or not snapshot.headers:
         return None
     if not config._compiled_scope.includes_host(host):

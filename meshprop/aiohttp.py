@@ -175,12 +175,43 @@ def client_middleware(config: Config | None = None) -> ClientMiddlewareType:
         forwarded = None if host is None else headers_for_host(host, config)
         if forwarded is not None:
             headers = request.headers
-            for name, value in forwarded.items():
-                if name not in headers:
-                    headers[name] = value
+            encoded = _last_encoded
+            if encoded is None or encoded.forwarded is not forwarded:
+                encoded = _encode(forwarded)
+            if encoded.names.isdisjoint(map(str.lower, headers)):
+                headers.extend(encoded.headers)
+            else:
+                for name, value in forwarded.items():
+                    if name not in headers:
+                        headers[name] = value
         return await handler(request)
 
     return meshprop_client_middleware
+
+
+class _Encoded:
+    """One snapshot's headers as a ``CIMultiDict``, made once per snapshot rather than once per
+    call (a handler usually makes several calls for one request): when the caller set none of
+    them, which one C-level pass over the request's few header names tells, ``extend`` adds
+    them all in one call instead of a case-insensitive lookup and an insert per header."""
+
+    __slots__ = ("forwarded", "headers", "names")
+
+    def __init__(self, forwarded: Mapping[str, str]) -> None:
+        self.forwarded = forwarded
+        self.names = frozenset(forwarded)  # already lower-case
+        self.headers = CIMultiDict(forwarded)
+
+
+# The last snapshot's headers, encoded. One entry, replaced whole, so concurrent requests can
+# only miss, never see another's headers, and memory does not grow with traffic.
+_last_encoded: _Encoded | None = None
+
+
+def _encode(forwarded: Mapping[str, str]) -> _Encoded:
+    global _last_encoded
+    encoded = _last_encoded = _Encoded(forwarded)
+    return encoded
 
 
 def ClientSession(*args: Any, config: Config | None = None, **kwargs: Any) -> _ClientSession:

@@ -33,8 +33,8 @@ __all__ = ["OPT_OUT", "AsyncClient", "Client"]
 #: ``client.get(url, extensions={"meshprop": False})``.
 OPT_OUT = "meshprop"
 
-# On a request meshprop added headers to: the names it added, to take them off a redirect hop.
-_ADDED_ATTRIBUTE = "_meshprop_added_headers"
+# On a request meshprop added headers to, ``_meshprop_added_headers`` holds the names it added,
+# to take them off a redirect hop (set as a plain attribute: cheaper than ``setattr``).
 
 
 def _has_known_internals() -> bool:
@@ -104,29 +104,37 @@ def _add_forwarded(request: httpx.Request, config: Config) -> None:
 
     This is the per-call hot path. ``Headers.__contains__`` and ``__setitem__`` each scan the
     whole header list, so checking and adding nine headers one by one would cost more than the
-    rest of httpx's header handling; instead the names already present are read once into a
-    set, and the missing headers are appended, ready-encoded, to the list ``Headers`` keeps
-    (raw name, lower-case name, value), the layout every ``Headers`` method reads.
+    rest of httpx's header handling; instead the lower-case names already present are checked
+    against the forwarded ones in one pass over the list, and the missing headers are appended,
+    ready-encoded, to the list ``Headers`` keeps (raw name, lower-case name, value), the layout
+    every ``Headers`` method reads.
     """
-    if request.extensions.get(OPT_OUT) is False:
+    extensions = request.extensions
+    if OPT_OUT in extensions and extensions[OPT_OUT] is False:
         return
     forwarded = headers_for_host(request.url.host, config)
     if forwarded is None:
         return
-    encoded = _encoded(forwarded)
+    encoded = _last_encoded
+    if encoded is None or encoded.forwarded is not forwarded:
+        encoded = _encode(forwarded)
     items = request.headers._list
-    present = {lower_name for _, lower_name, _ in items}
-    if present.isdisjoint(encoded.lower_names):
+    lower_names = encoded.lower_names
+    for _, lower_name, _ in items:
+        if lower_name in lower_names:
+            break
+    else:  # the caller set none of them: the usual case
         items += encoded.entries
-        setattr(request, _ADDED_ATTRIBUTE, encoded.names)
+        request._meshprop_added_headers = encoded.names  # type: ignore[attr-defined]
         return
+    present = {lower_name for _, lower_name, _ in items}
     added: list[str] = []
     for entry, name in zip(encoded.entries, encoded.names, strict=True):
         if entry[1] not in present:
             items.append(entry)
             added.append(name)
     if added:
-        setattr(request, _ADDED_ATTRIBUTE, tuple(added))
+        request._meshprop_added_headers = tuple(added)  # type: ignore[attr-defined]
 
 
 class _Encoded:
@@ -152,11 +160,9 @@ class _Encoded:
 _last_encoded: _Encoded | None = None
 
 
-def _encoded(forwarded: Mapping[str, str]) -> _Encoded:
+def _encode(forwarded: Mapping[str, str]) -> _Encoded:
     global _last_encoded
-    encoded = _last_encoded
-    if encoded is None or encoded.forwarded is not forwarded:
-        encoded = _last_encoded = _Encoded(forwarded)
+    encoded = _last_encoded = _Encoded(forwarded)
     return encoded
 
 
@@ -164,6 +170,6 @@ def _readdress(previous: httpx.Request, next_request: httpx.Request, config: Con
     """Take the headers meshprop added to ``previous`` off the redirect hop that copied them,
     then add them again if the hop's host is inside the scope."""
     headers = next_request.headers
-    for name in getattr(previous, _ADDED_ATTRIBUTE, ()):
+    for name in getattr(previous, "_meshprop_added_headers", ()):
         headers.pop(name, None)
     _add_forwarded(next_request, config)

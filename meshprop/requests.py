@@ -25,10 +25,12 @@ require("requests", "requests")
 
 import requests  # noqa: E402
 from requests import PreparedRequest, Response  # noqa: E402
+from requests.structures import CaseInsensitiveDict  # noqa: E402
 
 __all__ = ["Session"]
 
-# On the copy that was sent: the names of the headers meshprop added to it.
+# On the copy that was sent, ``_meshprop_added_headers`` holds the names of the headers meshprop
+# added to it (set as a plain attribute: cheaper than ``setattr``).
 _ADDED_ATTRIBUTE = "_meshprop_added_headers"
 
 
@@ -48,8 +50,7 @@ class Session(requests.Session):
         self.meshprop_config = config or DEFAULT_CONFIG
 
     def send(self, request: PreparedRequest, **kwargs: Any) -> Response:
-        host = urlsplit(str(request.url)).hostname or ""
-        forwarded = headers_for_host(host, self.meshprop_config)
+        forwarded = headers_for_host(_host(str(request.url)), self.meshprop_config)
         if forwarded:
             request = _with_headers(request, forwarded)
         return super().send(request, **kwargs)
@@ -62,16 +63,106 @@ class Session(requests.Session):
             headers.pop(name, None)
 
 
+def _has_known_store() -> bool:
+    """``_with_headers`` relies on the store ``CaseInsensitiveDict`` has kept since requests
+    1.0: lower-case name -> (name as set, value)."""
+    headers = CaseInsensitiveDict({"A": "b"})
+    return getattr(headers, "_store", None) == {"a": ("A", "b")}
+
+
+# The headers type whose store ``_with_headers`` reads directly; None (always the plain way)
+# if requests ever changes that store.
+_STORED_HEADERS = CaseInsensitiveDict if _has_known_store() else None
+
+# The last URL's host: the calls a request makes usually go to the same URL, and parsing it
+# costs more than comparing it. One entry, replaced whole, so threads can only miss.
+_last_url_host = ("", "")
+
+
+def _host(url: str) -> str:
+    global _last_url_host
+    last_url, last_host = _last_url_host
+    if url == last_url:
+        return last_host
+    host = urlsplit(url).hostname or ""
+    _last_url_host = (url, host)
+    return host
+
+
 def _with_headers(request: PreparedRequest, forwarded: Mapping[str, str]) -> PreparedRequest:
     """A copy of ``request`` with the forwarded headers the caller did not set, or ``request``
-    itself when the caller set them all."""
+    itself when the caller set them all.
+
+    This is the per-call hot path. ``CaseInsensitiveDict`` answers ``in`` through ``__getitem__``
+    and a caught ``KeyError``, and ``PreparedRequest.copy`` rebuilds the headers one by one and
+    a whole cookie jar, together several times meshprop's own work. So the lower-case names
+    requests keeps (``_store``: lower-case name -> (name, value)) are checked against the
+    forwarded ones in one C-level pass, and the copy is made attribute for attribute with the
+    header store copied whole. It shares the body and hooks, as ``PreparedRequest.copy`` does,
+    and the cookie jar, which requests only reads once a request is prepared (a redirect hop
+    or a digest-auth retry copies the request before writing to its jar).
+    """
     headers = request.headers
-    missing = [name for name in forwarded if name not in headers]
+    if type(headers) is not _STORED_HEADERS:  # a caller replaced them: the plain way
+        return _with_headers_copied(request, forwarded)
+    encoded = _last_encoded
+    if encoded is None or encoded.forwarded is not forwarded:
+        encoded = _encode(forwarded)
+    store = headers._store  # type: ignore[attr-defined]
+    if encoded.names_set.isdisjoint(store):
+        missing = encoded.names
+        entries = encoded.entries
+    else:
+        missing = tuple(name for name in encoded.names if name not in store)
+        if not missing:
+            return request
+        entries = {name: encoded.entries[name] for name in missing}
+    sent_store = store.copy()
+    sent_store.update(entries)
+    sent_headers: CaseInsensitiveDict[str] = CaseInsensitiveDict.__new__(CaseInsensitiveDict)
+    sent_headers._store = sent_store  # type: ignore[attr-defined]
+    sent = PreparedRequest.__new__(PreparedRequest)
+    sent.__dict__.update(request.__dict__)
+    sent.headers = sent_headers
+    sent._meshprop_added_headers = missing  # type: ignore[attr-defined]
+    return sent
+
+
+def _with_headers_copied(request: PreparedRequest, forwarded: Mapping[str, str]) -> PreparedRequest:
+    """``_with_headers`` through the public ``Mapping`` and ``copy`` API, for any headers (a
+    plain ``dict`` too: names are compared in lower case)."""
+    present = {str(name).lower() for name in request.headers}
+    missing = tuple(name for name in forwarded if name not in present)
     if not missing:
         return request
     sent = request.copy()
     sent_headers = sent.headers
     for name in missing:
         sent_headers[name] = forwarded[name]
-    setattr(sent, _ADDED_ATTRIBUTE, tuple(missing))
+    sent._meshprop_added_headers = missing  # type: ignore[attr-defined]
     return sent
+
+
+class _Encoded:
+    """One snapshot's headers in the layout of ``CaseInsensitiveDict._store``, made once per
+    snapshot rather than once per call: a handler usually makes several calls for one
+    request."""
+
+    __slots__ = ("entries", "forwarded", "names", "names_set")
+
+    def __init__(self, forwarded: Mapping[str, str]) -> None:
+        self.forwarded = forwarded
+        self.names = tuple(forwarded)  # already lower-case
+        self.names_set = frozenset(self.names)
+        self.entries = {name: (name, value) for name, value in forwarded.items()}
+
+
+# The last snapshot's headers, encoded. One entry, replaced whole, so concurrent requests can
+# only miss, never see another's headers, and memory does not grow with traffic.
+_last_encoded: _Encoded | None = None
+
+
+def _encode(forwarded: Mapping[str, str]) -> _Encoded:
+    global _last_encoded
+    encoded = _last_encoded = _Encoded(forwarded)
+    return encoded

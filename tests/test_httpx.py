@@ -295,6 +295,15 @@ async def test_a_request_can_opt_out(api: Api) -> None:
         assert recorder.last.forwarded() == ISTIO
 
 
+async def test_only_the_value_false_opts_out(api: Api) -> None:
+    client, recorder = api.recording_client()
+    with meshprop.bind(ISTIO):
+        await api.get(client, "http://payment-service/", extensions={"meshprop": True})
+        assert recorder.last.forwarded() == ISTIO
+        await api.get(client, "http://payment-service/", extensions={"other": False})
+        assert recorder.last.forwarded() == ISTIO
+
+
 async def test_the_opt_out_holds_across_redirects(api: Api) -> None:
     client, recorder = api.recording_client(follow_redirects=True)
     with meshprop.bind(ISTIO):

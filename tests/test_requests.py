@@ -138,6 +138,58 @@ def test_send_of_a_prepared_request(server: RecordingServer) -> None:
     assert dict(by_hand.headers) == {"B3": "1"}
 
 
+def test_the_copy_sent_is_the_callers_request_plus_the_headers() -> None:
+    """The copy carries everything the caller prepared (body, cookies, hooks, the caller's own
+    headers), and the caller's request and its headers stay as they were."""
+    called: list[int] = []
+    config = meshprop.Config(scope=["mesh", "api.example.com"])
+    with make_session(config) as session, meshprop.bind(INBOUND):
+        prepared = session.prepare_request(
+            requests.Request(
+                "POST",
+                OUTSIDE + "/charge",
+                data=b"amount=42",
+                headers={"X-B3-Sampled": "0"},
+                cookies={"session": "abc"},
+                hooks={"response": [lambda response, **kwargs: called.append(1)]},
+            )
+        )
+        before = dict(prepared.headers)
+        response = session.send(prepared)
+    sent = outside(session).received[-1]
+    assert sent is response.request and sent is not prepared
+    assert sent.method == "POST" and sent.url == OUTSIDE + "/charge"
+    assert sent.body == b"amount=42"
+    assert sent.headers["Cookie"] == "session=abc"
+    assert called == [1]
+    assert propagated(outside(session).headers()) == {**INBOUND, "x-b3-sampled": "0"}
+    assert dict(prepared.headers) == before
+
+
+def test_headers_a_caller_replaced_with_a_plain_dict() -> None:
+    config = meshprop.Config(scope=["mesh", "api.example.com"])
+    with make_session(config) as session, meshprop.bind(INBOUND):
+        prepared = session.prepare_request(requests.Request("GET", OUTSIDE + "/"))
+        prepared.headers = {"X-Request-Id": "mine"}  # type: ignore[assignment]
+        session.send(prepared)
+    assert propagated(outside(session).headers()) == {**INBOUND, "x-request-id": "mine"}
+    assert prepared.headers == {"X-Request-Id": "mine"}
+
+
+def test_each_request_forwards_its_own_ids_to_the_same_url(server: RecordingServer) -> None:
+    with make_session() as session:
+        for request_id in ("req-a", "req-b", "req-a"):
+            with meshprop.bind({**INBOUND, "x-request-id": request_id}):
+                session.get(server.url + "/same")
+        session.get(server.url + "/same")
+    assert [server.headers(i).get("x-request-id") for i in range(4)] == [
+        "req-a",
+        "req-b",
+        "req-a",
+        None,
+    ]
+
+
 def test_redirect_from_the_mesh_to_outside(server: RecordingServer) -> None:
     server.redirects["/redirect"] = OUTSIDE + "/landing"
     with make_session() as session, meshprop.bind(INBOUND):
