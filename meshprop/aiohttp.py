@@ -51,7 +51,7 @@ from aiohttp import TraceConfig, TraceRequestRedirectParams, TraceRequestStartPa
 from multidict import CIMultiDict  # noqa: E402
 from yarl import URL  # noqa: E402
 
-from ._capture import capture_pairs  # noqa: E402
+from ._capture import capture_multidict  # noqa: E402
 from ._config import DEFAULT_CONFIG, Config  # noqa: E402
 from ._outbound import headers_for_host  # noqa: E402
 from ._snapshot import CURRENT, mark_exception  # noqa: E402
@@ -85,7 +85,7 @@ def middleware(config: Config | None = None) -> Middleware:
 
     @web.middleware
     async def meshprop_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        snapshot = capture_pairs(request.raw_headers, config)
+        snapshot = capture_multidict(request.headers, config)
         request_id = snapshot.request_id
         request[_REQUEST_ID_KEY] = request_id
         token = CURRENT.set(snapshot)

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 
 import meshprop
 import meshprop.aiohttp
@@ -160,6 +161,32 @@ async def test_handler_and_inner_middleware_see_the_request(
     assert recorder.inner_ids == ["req-1"]
     assert recorder.handler_ids == ["req-1"]
     assert echoed == ["req-1"]
+
+
+@pytest.mark.parametrize(
+    ("repeated", "forwarded"),
+    [
+        # Two traceparent headers are invalid together; tracestate joins; otherwise the first
+        # wins. (aiohttp's client sends a repeat only when the name is spelt the same.)
+        ([("TraceParent", TRACEPARENT), ("TraceParent", TRACEPARENT)], {}),
+        (
+            [("traceparent", TRACEPARENT), ("TraceState", "a=1"), ("TraceState", "b=2")],
+            {"traceparent": TRACEPARENT, "tracestate": "a=1,b=2"},
+        ),
+        ([("X-B3-Sampled", "1"), ("X-B3-Sampled", "0")], {"x-b3-sampled": "1"}),
+    ],
+    ids=["traceparent", "tracestate", "x-b3-sampled"],
+)
+async def test_repeated_headers_follow_their_spec(
+    server: str,
+    client: aiohttp.ClientSession,
+    repeated: list[tuple[str, str]],
+    forwarded: dict[str, str],
+) -> None:
+    headers = CIMultiDict([("x-request-id", "req-r"), *repeated])
+    async with client.get(f"{server}/id", headers=headers) as response:
+        body = await response.json()
+    assert body == {"request_id": "req-r", "x-request-id": "req-r", **forwarded}
 
 
 async def test_a_missing_id_is_generated_seen_and_echoed_once(
