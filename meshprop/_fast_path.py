@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from itertools import compress
 from typing import Any, Protocol
 
 from . import _headers as h
@@ -276,7 +275,7 @@ class FastPath:
         values: list[str] = text.split("\n")
         if self._reads_request_id:
             values[0] = request_id or ""
-        headers = dict(compress(zip(self._names, values, strict=True), values))
+        headers = {name: value for name, value in zip(self._names, values, strict=True) if value}
         b3 = values[self._b3_line] if self._b3_line is not None else ""
         if len(b3) > 1:  # not a lone sampling decision
             fields = b3.split("-", 2)
