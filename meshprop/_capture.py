@@ -245,11 +245,12 @@ def _take_b3_multi_ids(found: dict[str, str], forwarded: dict[str, str]) -> str 
     """Forward the multi-header B3 ids as one unit; return the trace id if they were forwarded.
 
     If any id is malformed, or a trace id comes without a span id (or the reverse, or a parent
-    without both), none of them travels: half a B3 context would start a broken trace.
+    without both), none of them travels: half a B3 context would start a broken trace. An empty
+    parent id is no parent (a root span's), as some proxies send it.
     """
     trace_id = found.pop(h.B3_TRACE_ID, None)
     span_id = found.pop(h.B3_SPAN_ID, None)
-    parent_id = found.pop(h.B3_PARENT_SPAN_ID, None)
+    parent_id = found.pop(h.B3_PARENT_SPAN_ID, None) or None
     if trace_id is None or span_id is None or not h.are_b3_ids(trace_id, span_id, parent_id):
         return None
     forwarded[h.B3_TRACE_ID] = trace_id

@@ -248,6 +248,13 @@ def test_complete_multi_b3_ids_travel_with_the_parent(capture: Capture) -> None:
     assert _trace_headers(capture(list(ids.items()))) == ids
 
 
+def test_an_empty_parent_id_is_no_parent(capture: Capture) -> None:
+    ids = {"x-b3-traceid": TRACE, "x-b3-spanid": SPAN}
+    snapshot = capture([*ids.items(), ("x-b3-parentspanid", "")])
+    assert _trace_headers(snapshot) == ids
+    assert (snapshot.trace_id, snapshot.span_id) == (TRACE, SPAN)
+
+
 @pytest.mark.parametrize(
     ("name", "value"), [("x-b3-sampled", "1"), ("x-b3-sampled", "false"), ("x-b3-flags", "1")]
 )

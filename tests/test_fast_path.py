@@ -176,6 +176,13 @@ def test_an_ordinary_header_repeated_keeps_the_fast_path() -> None:
     assert config._fast_path.capture_asgi(_asgi(pairs)) is not None
 
 
+@pytest.mark.parametrize("emptied", [name for name, _ in ISTIO_REQUEST])
+@pytest.mark.parametrize("config_name", list(CONFIGS))
+def test_an_empty_value_gets_the_same_answer_on_both_paths(emptied: str, config_name: str) -> None:
+    pairs = [(name, "" if name == emptied else value) for name, value in ISTIO_REQUEST]
+    _assert_same_answer(pairs, CONFIGS[config_name])
+
+
 def test_an_empty_value_first_still_decides_for_a_repeated_header() -> None:
     config = CONFIGS["default"]
     pairs = [("x-b3-sampled", ""), ("x-b3-sampled", "1")]
