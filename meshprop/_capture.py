@@ -4,8 +4,8 @@ This is the per-request hot path. A request of the common shape is validated in 
 ``_fast_path``; any other request, and any Config that forwards by prefix, takes the general
 path here: one scan over the request's headers that keeps the raw values of the names the Config
 forwards, then one validation pass, header by header. The entry points differ only in the shape
-of the headers they read (ASGI's lower-case byte pairs, WSGI's ``environ``, and any pairs of str
-or bytes in any case); none of them knows a framework.
+of the headers they read (ASGI's lower-case byte pairs, WSGI's ``environ``, a case-insensitive
+multidict, and any pairs of str or bytes in any case); none of them knows a framework.
 """
 
 from __future__ import annotations
