@@ -9,7 +9,7 @@ CORE_TESTS := tests/test_headers.py tests/test_capture.py tests/test_snapshot.py
 	tests/test_config.py tests/test_scope.py tests/test_outbound.py tests/test_vectors.py \
 	tests/test_fast_path.py tests/test_package.py
 
-.PHONY: demo test lint typecheck check test-versions bench bench-quick clean sidecar
+.PHONY: demo test lint typecheck check test-versions bench bench-quick bench-instructions clean sidecar
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) -m benchmarks --quick
+
+bench-instructions: $(STAMP)
+	command -v valgrind >/dev/null || apt-get install -y valgrind
+	$(PY) -m benchmarks.instructions
 
 clean:
 	rm -rf $(VENV) .venv-3.10 .venv-3.13 .pytest_cache .mypy_cache .ruff_cache

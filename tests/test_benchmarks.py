@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import _report, _run, sockets
+from benchmarks import _instruction_probe, _report, _run, instructions, sockets
 from benchmarks._harness import QUICK, Variant, measure
 
 TINY = dataclasses.replace(
@@ -125,3 +125,12 @@ def test_command_line_quick_run_writes_its_files(tmp_path: Path) -> None:
     assert (
         json.loads((tmp_path / "quick.json").read_text(encoding="utf-8"))["run"]["mode"] == "quick"
     )
+
+
+@pytest.mark.parametrize(
+    ("suite", "variant"),
+    [(suite, variant) for suite in instructions.SUITES for variant in ("bare", "meshprop")],
+)
+def test_the_instruction_probe_runs_each_budget_suite(suite: str, variant: str) -> None:
+    """What ``python -m benchmarks.instructions`` runs under callgrind, here without it."""
+    _instruction_probe.run(suite, variant, 3)
