@@ -67,6 +67,7 @@ def count(suite: str, variant: str, calls: int) -> int:
 
 
 def per_request(suite: str, variant: str) -> float:
+    """Instructions per request: a run with requests minus a run without, side by side."""
     calls = SUITES[suite]
     with ThreadPoolExecutor(max_workers=2) as pool:
         baseline = pool.submit(count, suite, variant, 0)
@@ -85,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
         return 2
     suites = args.only.split(",") if args.only else list(SUITES)
+    unknown = [suite for suite in suites if suite not in SUITES]
+    if unknown:
+        parser.error(f"unknown suites: {', '.join(unknown)}")
     wanted = args.variants.split(",") if args.variants else list(BUDGET_VARIANTS)
 
     lines = [
@@ -97,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "| --- | --- | ---: | ---: |",
     ]
     for suite in suites:
+        # The suite's own list, in its order (bare first), to skip the names it does not have.
         loop = asyncio.new_event_loop()
         with ExitStack() as stack:
             names = [variant.name for variant in _variants(suite, stack, loop)]
