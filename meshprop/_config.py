@@ -136,22 +136,14 @@ class Config:
             "max_lengths": max_lengths,
             "compiled_scope": Scope(scope),
         }
-        derived["fast_path"] = FastPath.for_config(
-            derived["forwarded_names"],
-            derived["prefixes"],
-            request_id_header,
-            derived["request_id_max_length"],
-            self.trust_incoming_request_id,
-            self.request_id_generator,
-            max_lengths,
-            self.max_length,
-        )
         derived["prefixes_bytes"] = tuple(p.encode("ascii") for p in derived["prefixes"])
         derived["environ_prefixes"] = tuple(
             "HTTP_" + p.upper().replace("-", "_") for p in derived["prefixes"]
         )
         for key, value in derived.items():
             object.__setattr__(self, "_" + key, value)
+        # Built last: it reads the lookups above.
+        object.__setattr__(self, "_fast_path", FastPath.for_config(self))
 
     # The derived lookups, typed for the modules that read them.
     _request_id_name: str = field(init=False, repr=False, compare=False)

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _headers as h
 from ._snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from ._config import Config
 
 _HEX = "[0-9a-f]"
 _ID_16 = f"(?!0{{16}}){_HEX}{{16}}"
@@ -187,34 +190,26 @@ class FastPath:
         return f"(?:{_B3_TRACE_ID}\n{_ID_16}|\n)"
 
     @classmethod
-    def for_config(
-        cls,
-        forwarded: tuple[str, ...],
-        prefixes: tuple[str, ...],
-        request_id_name: str,
-        request_id_cap: int,
-        trust_request_id: bool,
-        generate: Callable[[], str] | None,
-        caps: Mapping[str, int],
-        default_cap: int,
-    ) -> FastPath | None:
+    def for_config(cls, config: Config) -> FastPath | None:
         """The fast path for a Config, or None where it would not pay: forwarding by prefix
         needs a look at every header name, a cap below a structured header's usual length would
         need a length check per line, and a trace header used as the request id header is
         nothing to optimise for."""
-        if prefixes or request_id_name in _ORDER:
+        forwarded = config._forwarded_names
+        caps = config._max_lengths
+        if config._prefixes or config._request_id_name in _ORDER:
             return None
         for name, longest in _LONGEST.items():
-            if name in forwarded and caps.get(name, default_cap) < longest:
+            if name in forwarded and caps.get(name, config.max_length) < longest:
                 return None
         return cls(
             forwarded,
-            request_id_name,
-            request_id_cap,
-            trust_request_id,
-            generate,
+            config._request_id_name,
+            config._request_id_max_length,
+            config.trust_incoming_request_id,
+            config.request_id_generator,
             caps,
-            default_cap,
+            config.max_length,
         )
 
     def capture_asgi(self, headers: Iterable[tuple[bytes, bytes]]) -> Snapshot | None:

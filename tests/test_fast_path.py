@@ -29,6 +29,7 @@ from meshprop._capture import (
 )
 from meshprop._config import Config
 from meshprop._fast_path import FastPath
+from meshprop._headers import DEFAULT_HEADERS
 from meshprop._snapshot import Snapshot
 
 GENERATED_ID = "generated-request-id"
@@ -263,22 +264,7 @@ _VALUES = st.one_of(
     st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=255), min_size=0, max_size=20),
 )
 _NAMES = st.sampled_from(
-    [
-        "x-request-id",
-        "x-correlation-id",
-        "traceparent",
-        "tracestate",
-        "b3",
-        "x-b3-traceid",
-        "x-b3-spanid",
-        "x-b3-parentspanid",
-        "x-b3-sampled",
-        "x-b3-flags",
-        "baggage",
-        "x-ot-span-context",
-        "x-canary",
-        "accept",
-    ]
+    [*DEFAULT_HEADERS, "x-correlation-id", "baggage", "x-ot-span-context", "x-canary", "accept"]
 )
 
 
