@@ -10,7 +10,7 @@ multidict, and any pairs of str or bytes in any case); none of them knows a fram
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -34,8 +34,8 @@ def _keep(found: dict[str, str], name: str, value: str) -> None:
         found[name] = ""  # two traceparent headers are invalid (W3C trace-context 3.2)
 
 
-def capture_asgi(headers: Iterable[tuple[bytes, bytes]], config: Config) -> Snapshot:
-    """Snapshot from ASGI ``scope["headers"]``.
+def capture_asgi(headers: Sequence[tuple[bytes, bytes]], config: Config) -> Snapshot:
+    """Snapshot from ASGI ``scope["headers"]`` (a sequence: it may be read twice).
 
     The ASGI spec has servers deliver header names in lower case (uvicorn, hypercorn, daphne and
     httpx's ASGITransport all do), so names are looked up as they come, with no per-header

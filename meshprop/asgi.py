@@ -59,7 +59,13 @@ class MeshPropMiddleware:
             await self.app(scope, receive, send)
             return
 
-        snapshot = capture_asgi(scope["headers"], self.config)
+        headers = scope["headers"]
+        if not isinstance(headers, (list, tuple)):
+            # Any iterable is allowed: read a one-shot iterator once, for this middleware and
+            # the app both (a changed scope is a copy, as ASGI asks of middleware).
+            headers = list(headers)
+            scope = {**scope, "headers": headers}
+        snapshot = capture_asgi(headers, self.config)
         request_id = snapshot.request_id
         token = CURRENT.set(snapshot)
         try:

@@ -352,6 +352,33 @@ async def test_echo_on_any_shape_of_header_list(headers: Any) -> None:
     assert echoed(response) == ["shape"]
 
 
+async def test_headers_from_a_one_shot_iterator_reach_both_meshprop_and_the_app() -> None:
+    """ASGI allows any iterable for ``scope["headers"]``; a repeated header sends the capture
+    down its general path, which must still see every header, and so must the app."""
+    seen: dict[str, Any] = {}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen["headers"] = list(scope["headers"])
+        seen["snapshot"] = meshprop.current()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    pairs = [(b"x-request-id", b"rid-1"), (b"x-b3-sampled", b"1"), (b"x-b3-sampled", b"0")]
+    scope: Scope = {"type": "http", "method": "GET", "path": "/", "headers": iter(pairs)}
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def keep(message: Message) -> None:
+        sent.append(message)
+
+    await MeshPropMiddleware(app)(scope, receive, keep)
+    assert seen["headers"] == pairs
+    assert dict(seen["snapshot"]) == {"x-request-id": "rid-1", "x-b3-sampled": "1"}
+    assert sent[0]["headers"] == [(b"x-request-id", b"rid-1")]
+
+
 async def test_callers_own_context_comes_back() -> None:
     app = MeshPropMiddleware(raw_app([]))
     with meshprop.bind({"x-request-id": "caller"}):
