@@ -97,6 +97,7 @@ class FastPath:
         "_blank_lines",
         "_environ_keys",
         "_generate",
+        "_keeps_received_id",
         "_line_by_bytes",
         "_match_bytes",
         "_match_text",
@@ -124,6 +125,8 @@ class FastPath:
         self._reads_request_id = request_id_name in forwarded
         self._trust_request_id = trust_request_id
         self._generate = generate
+        # The first line holds the request id header, and a received id is kept as it is.
+        self._keeps_received_id = self._reads_request_id and trust_request_id
         self._line_by_bytes = {name.encode("ascii"): line for line, name in enumerate(names)}
         self._absent_lines: list[bytes | bytearray] = [_ABSENT] * len(names)
         self._blank_lines = ("",) * len(names)
@@ -225,7 +228,9 @@ class FastPath:
         joined = b"\n".join(lines)
         if self._match_bytes(joined) is None:
             return None
-        return self._snapshot(joined, lines[0] if self._reads_request_id else _ABSENT)
+        if self._keeps_received_id and lines[0]:
+            return Snapshot(None, lines[0].decode("latin-1"), None, None, joined, self)
+        return Snapshot(None, self._new_request_id(), None, None, joined, self)
 
     def capture_environ(self, environ: Mapping[str, Any]) -> Snapshot | None:
         """A WSGI ``environ`` (the server has already joined repeated headers)."""
@@ -236,7 +241,9 @@ class FastPath:
             return None
         if self._match_text(joined) is None:
             return None
-        return self._snapshot(joined, lines[0] if self._reads_request_id else "")
+        if self._keeps_received_id and lines[0]:
+            return Snapshot(None, lines[0], None, None, joined, self)
+        return Snapshot(None, self._new_request_id(), None, None, joined, self)
 
     def capture_multidict(self, headers: CaseInsensitiveMultiDict) -> Snapshot | None:
         """A case-insensitive multidict (aiohttp's ``request.headers``): ``get`` gives a
@@ -250,16 +257,12 @@ class FastPath:
         joined = "\n".join(lines)
         if self._match_text(joined) is None:
             return None
-        return self._snapshot(joined, lines[0] if self._reads_request_id else "")
+        if self._keeps_received_id and lines[0]:
+            return Snapshot(None, lines[0], None, None, joined, self)
+        return Snapshot(None, self._new_request_id(), None, None, joined, self)
 
-    def _snapshot(self, joined: bytes | str, received_id: bytes | bytearray | str) -> Snapshot:
-        if received_id and self._trust_request_id:
-            request_id: str | None = (
-                received_id if isinstance(received_id, str) else received_id.decode("latin-1")
-            )
-        else:
-            request_id = None if self._generate is None else self._generate()
-        return Snapshot(None, request_id, None, None, joined, self)
+    def _new_request_id(self) -> str | None:
+        return None if self._generate is None else self._generate()
 
     def unpack(
         self, joined: bytes | str, request_id: str | None

@@ -100,7 +100,8 @@ def _with_echo(message: Message, echo: tuple[bytes, bytes]) -> Message:
         headers = list(headers)  # any iterable is allowed, and it is read twice here
         message = {**message, "headers": headers}
     echo_name = echo[0]
+    size = len(echo_name)
     for name, _ in headers:
-        if name.lower() == echo_name:
+        if len(name) == size and name.lower() == echo_name:  # lower() only where it can match
             return message
     return {**message, "headers": [*headers, echo]}
