@@ -17,6 +17,7 @@ changes an answer, it only skips work; the tests hold both paths to the same res
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,19 +27,34 @@ from ._snapshot import Snapshot
 if TYPE_CHECKING:
     from ._config import Config
 
+# Written for the cost of Python's backtracking matcher as much as for the language: entering an
+# alternative, a lookaround, or a repeat with more pattern after it saves a backtracking point,
+# dearer than checking a dozen characters. So alternatives are ordered for the usual request (one
+# that starts with a literal is ruled out without being entered), the all-zero checks give up at
+# the first digit that is not 0, and no repeat ever needs to give characters back.
 _HEX = "[0-9a-f]"
 _ID_16 = f"(?!0{{16}}){_HEX}{{16}}"
-_B3_TRACE_ID = f"(?!(?:0{{16}}){{1,2}}(?![0-9a-f])){_HEX}{{16}}(?:{_HEX}{{16}})?"
-_TRACEPARENT_00 = f"00-(?!0{{32}}){_HEX}{{32}}-{_ID_16}-{_HEX}{{2}}"
-_B3_SINGLE = f"{_B3_TRACE_ID}-{_ID_16}(?:-[01d](?:-{_ID_16})?)?|[01d]"
-_B3_SAMPLED = "[01]|true|false"
+_ID_32 = f"(?!0{{32}}){_HEX}{{32}}"
+_TRACEPARENT_00 = f"00-{_ID_32}-{_ID_16}-{_HEX}{_HEX}"
+_B3_AFTER_TRACE_ID = f"-{_ID_16}(?:-[01d](?:-{_ID_16}|)|)"
+# An alternative for each length of trace id, here and in the multi-header unit: no choice is
+# left inside one.
+_B3_SINGLE = f"{_ID_32}{_B3_AFTER_TRACE_ID}|{_ID_16}{_B3_AFTER_TRACE_ID}|[01d]"
+_B3_SAMPLED = "0|1|true|false"
 _B3_FLAGS = "1"
-# Up to three members, none repeating an earlier member's key (groups 1 and 2 hold the keys).
+# A member's value: at most 256 characters, the last one not a space.
+_TRACESTATE_VALUE = "[\\x20-\\x2b\\x2d-\\x3c\\x3e-\\x7e]{1,256}(?<! )"
+# Up to three members, none repeating an earlier member's key: groups 1 and 2 hold a key with
+# its "=", so that a key which merely starts with an earlier one is not taken for it.
 _TRACESTATE = (
-    f"({h.TRACESTATE_KEY})={h.TRACESTATE_VALUE}"
-    f"(?:,(?!\\1=)({h.TRACESTATE_KEY})={h.TRACESTATE_VALUE}"
-    f"(?:,(?!\\1=)(?!\\2=){h.TRACESTATE_KEY}={h.TRACESTATE_VALUE})?)?"
+    f"({h.TRACESTATE_KEY}=){_TRACESTATE_VALUE}"
+    f"(?:,(?!\\1)({h.TRACESTATE_KEY}=){_TRACESTATE_VALUE}"
+    f"(?:,(?!\\1)(?!\\2){h.TRACESTATE_KEY}={_TRACESTATE_VALUE}|)|)"
 )
+# The longest tracestate that pattern accepts (three members of a 256-character key, as
+# TRACESTATE_KEY allows, "=" and a 256-character value, two commas): a cap at least this long
+# needs no check of its own.
+_TRACESTATE_LONGEST = 3 * 513 + 2
 # The longest value each structured pattern above accepts, to respect smaller configured caps.
 _LONGEST = {
     h.TRACEPARENT: 55,
@@ -79,11 +95,24 @@ def _safe_value(cap: int) -> str:
     """A forwarded value without a rule of its own: visible ASCII, inner spaces allowed."""
     if cap == 1:
         return "[\\x21-\\x7e]"
-    return f"[\\x21-\\x7e](?:[\\x20-\\x7e]{{0,{cap - 2}}}[\\x21-\\x7e])?"
+    return f"[\\x21-\\x7e][\\x20-\\x7e]{{0,{cap - 1}}}(?<! )"
 
 
 def _optional(pattern: str) -> str:
     return f"(?:{pattern}|)"
+
+
+_BOUNDED_REPEAT = re.compile(r"(\{[0-9]+(?:,[0-9]+)?\})")
+
+
+def _possessive(pattern: str) -> str:
+    """From Python 3.11 on, every bounded repeat made possessive: it then keeps no backtracking
+    point, the largest saving there is. The language stays the same because every repeat in the
+    pattern is followed by a character it cannot match (or by the end), so giving characters
+    back could never lead to a match; the tests hold both forms to the same answers."""
+    if sys.version_info < (3, 11):
+        return pattern
+    return _BOUNDED_REPEAT.sub(r"\1+", pattern)
 
 
 class FastPath:
@@ -143,7 +172,7 @@ class FastPath:
             self._line_pattern(name, names, request_id_name, request_id_cap, caps, default_cap)
             for name in names
         ]
-        pattern = "\n".join(line for line in lines if line is not None)
+        pattern = _possessive("\n".join(line for line in lines if line is not None))
         self._match_text = re.compile(pattern).fullmatch
         self._match_bytes = re.compile(pattern.encode("ascii")).fullmatch
 
@@ -161,23 +190,27 @@ class FastPath:
         if name == request_id_name:
             if not self._trust_request_id:
                 return "[^\\n]*"  # replaced whatever it is
-            return _optional(f"[\\x21-\\x7e]{{1,{request_id_cap}}}")
+            return f"[\\x21-\\x7e]{{0,{request_id_cap}}}"
         if name == h.TRACEPARENT:
             if h.TRACESTATE not in names:
                 return _optional(_TRACEPARENT_00)
             cap = caps.get(h.TRACESTATE, default_cap)
-            state = f"(?=[^\\n]{{1,{cap}}}(?![^\\n])){_TRACESTATE}"
+            state = _TRACESTATE
+            if cap < _TRACESTATE_LONGEST:
+                # Not more than ``cap`` characters since the line began: a look behind from the
+                # line's end, skipped without a look while the text so far is shorter than that.
+                state += f"(?<![^\\n]{{{cap + 1}}})"
             return f"(?:{_TRACEPARENT_00}\n{_optional(state)}|\n)"
         if name == h.TRACESTATE:
             return None if h.TRACEPARENT in names else ""  # never forwarded without traceparent
         if name == h.B3:
-            return _optional(_B3_SINGLE)
+            return f"(?:|{_B3_SINGLE})"  # absent first: a sidecar sends the multi-header form
         if name in (h.B3_TRACE_ID, h.B3_SPAN_ID, h.B3_PARENT_SPAN_ID):
             return self._b3_ids_pattern(name, names)
         if name == h.B3_SAMPLED:
             return _optional(_B3_SAMPLED)
         if name == h.B3_FLAGS:
-            return _optional(_B3_FLAGS)
+            return f"{_B3_FLAGS}?"
         return _optional(_safe_value(caps.get(name, default_cap)))
 
     @staticmethod
@@ -188,9 +221,12 @@ class FastPath:
             return ""  # half a unit is never forwarded: only an absent header fits
         if name != h.B3_TRACE_ID:
             return None
+        trace_ids = (_ID_32, _ID_16)
         if h.B3_PARENT_SPAN_ID in names:
-            return f"(?:{_B3_TRACE_ID}\n{_ID_16}\n{_optional(_ID_16)}|\n\n)"
-        return f"(?:{_B3_TRACE_ID}\n{_ID_16}|\n)"
+            ids = [f"{trace_id}\n{_ID_16}\n{_optional(_ID_16)}" for trace_id in trace_ids]
+            return f"(?:\n\n|{'|'.join(ids)})"
+        ids = [f"{trace_id}\n{_ID_16}" for trace_id in trace_ids]
+        return f"(?:\n|{'|'.join(ids)})"
 
     @classmethod
     def for_config(cls, config: Config) -> FastPath | None:

@@ -10,9 +10,10 @@ invalid and borderline values under several Configs.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
@@ -336,3 +337,101 @@ def test_a_multidict_with_a_repeat_that_means_more_takes_the_general_path(name: 
     assert _seen(capture_multidict(_multidict(pairs), config)) == _seen(
         capture_pairs(_asgi(pairs), config)
     )
+
+
+@pytest.mark.parametrize(
+    ("tracestate", "fast"),
+    [
+        ("congo=t61rcWkgMzE", True),
+        ("a=1,ab=2", True),  # a key that starts with an earlier key is another key
+        ("ab=1,a=2,b=3", True),
+        ("a=1,b=2,a=3", False),
+        ("a=1,b=2,b=3", False),
+        ("t@v=1,t@w=2,t@v=3", False),
+        ("7bc5d33e-980fa2b9@dt=fw4;0", True),
+        ("k@v=x y", True),
+        ("a=1 ,b=2", False),  # the general path strips the blank, the fast path leaves it to it
+        ("a=" + "v" * 256, True),
+        ("a=" + "v" * 257, False),
+        ("a" * 256 + "=1", True),
+        ("a" * 257 + "=1", False),
+        ("t" * 241 + "@v=1", True),
+        ("t" * 242 + "@v=1", False),
+        ("t@" + "v" * 14 + "=1", True),
+        ("t@" + "v" * 15 + "=1", False),
+        ("a=" + "v" * 254 + ",b=" + "v" * 253, True),  # 512 characters: the default cap
+        ("a=" + "v" * 254 + ",b=" + "v" * 254, False),
+    ],
+)
+@pytest.mark.parametrize("request_id", ["r", "r" * 200])
+def test_tracestate_members_and_cap_on_the_fast_path(
+    tracestate: str, fast: bool, request_id: str
+) -> None:
+    config = CONFIGS["default"]
+    assert config._fast_path is not None
+    pairs = [("x-request-id", request_id), ISTIO_REQUEST[2], ("tracestate", tracestate)]
+    assert (config._fast_path.capture_asgi(_asgi(pairs)) is not None) is fast
+    _assert_same_answer(pairs, config)
+
+
+@pytest.mark.parametrize(
+    ("pair", "fast"),
+    [
+        (("x-b3-traceid", "0" * 16 + "4bf92f3577b34da6"), True),
+        (("x-b3-traceid", "0" * 31 + "1"), True),
+        (("x-b3-traceid", "0" * 32), False),
+        (("x-b3-traceid", "0" * 16), False),
+        (("x-b3-traceid", "4bf92f3577b34da6"), True),
+        (("x-b3-spanid", "0" * 15 + "1"), True),
+        (("x-b3-spanid", "0" * 16), False),
+        (("x-b3-parentspanid", "0" * 16), False),
+        (("x-b3-parentspanid", ""), True),
+        (("traceparent", "00-" + "0" * 31 + "1-00f067aa0ba902b7-01"), True),
+        (("traceparent", "00-" + "0" * 32 + "-00f067aa0ba902b7-01"), False),
+        (("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-" + "0" * 16 + "-01"), False),
+        (("b3", "0" * 16 + "4bf92f3577b34da6-a2fb4a1d1a96d312-1-" + "0" * 15 + "1"), True),
+        (("b3", "0" * 32 + "-a2fb4a1d1a96d312"), False),
+        (("b3", "4bf92f3577b34da6-" + "0" * 16), False),
+        (("b3", "4bf92f3577b34da6-a2fb4a1d1a96d312-d-" + "0" * 16), False),
+        (("b3", "d"), True),
+    ],
+)
+def test_all_zero_ids_leave_the_fast_path(pair: tuple[str, str], fast: bool) -> None:
+    config = CONFIGS["default"]
+    assert config._fast_path is not None
+    pairs = [(name, value) for name, value in ISTIO_REQUEST if name != pair[0]] + [pair]
+    assert (config._fast_path.capture_asgi(_asgi(pairs)) is not None) is fast
+    _assert_same_answer(pairs, config)
+
+
+@pytest.mark.parametrize(("value", "fast"), [("bl ue", True), (" blue", False), ("blue ", False)])
+def test_an_extra_header_takes_the_fast_path_without_surrounding_blanks(
+    value: str, fast: bool
+) -> None:
+    config = CONFIGS["presets and extras"]
+    assert config._fast_path is not None
+    pairs = [("x-canary", value)]
+    assert (config._fast_path.capture_asgi(_asgi(pairs)) is not None) is fast
+    _assert_same_answer(pairs, config)
+
+
+def _with_repeats_that_give_back(fast_path: FastPath) -> re.Pattern[str]:
+    """The fast path's pattern as Python 3.10 compiles it (possessive repeats made greedy)."""
+    compiled: re.Pattern[str] = cast(Any, fast_path._match_text).__self__
+    return re.compile(compiled.pattern.replace("}+", "}"))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    pairs=st.one_of(_mesh_requests(), st.lists(st.tuples(_NAMES, _VALUES), max_size=10)),
+    config_name=st.sampled_from(list(CONFIGS)),
+)
+def test_possessive_repeats_change_no_answer(
+    pairs: list[tuple[str, str]], config_name: str
+) -> None:
+    fast_path = CONFIGS[config_name]._fast_path
+    assert fast_path is not None
+    environ = _environ(pairs)
+    joined = "\n".join(environ.get(key, "") for key in fast_path._environ_keys)
+    expected = _with_repeats_that_give_back(fast_path).fullmatch(joined) is not None
+    assert (fast_path._match_text(joined) is not None) is expected
