@@ -93,9 +93,7 @@ def _with_echo(message: Message, echo: tuple[bytes, bytes]) -> Message:
     A new message and a new header list: an app may send the same message, or a Response
     object's same header list, for every request, and must not find the last request's id in it.
     """
-    headers = message.get("headers")
-    if not headers:
-        return {**message, "headers": [echo]}
+    headers = message.get("headers") or ()
     if not isinstance(headers, (list, tuple)):
         headers = list(headers)  # any iterable is allowed, and it is read twice here
         message = {**message, "headers": headers}
@@ -104,4 +102,6 @@ def _with_echo(message: Message, echo: tuple[bytes, bytes]) -> Message:
     for name, _ in headers:
         if len(name) == size and name.lower() == echo_name:  # lower() only where it can match
             return message
-    return {**message, "headers": [*headers, echo]}
+    message = dict(message)  # cheaper than {**message, ...} on the path every response takes
+    message["headers"] = [*headers, echo]
+    return message
