@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from meshprop._plan import use_fast_path
 from meshprop._snapshot import CURRENT
 
 
@@ -16,3 +17,14 @@ def no_leaked_context() -> Iterator[None]:
     assert CURRENT.get() is None, "a previous test leaked a snapshot into this context"
     yield
     assert CURRENT.get() is None, "this test left a snapshot in the context"
+
+
+@pytest.fixture(params=["fast path", "general path"])
+def capture_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs a test twice: with the fast matcher, and with the general path alone
+    (``MESHPROP_FAST_PATH=0``), which must give the same answers."""
+    use_fast_path(request.param == "fast path")
+    try:
+        yield request.param
+    finally:
+        use_fast_path(True)

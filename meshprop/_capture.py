@@ -1,11 +1,11 @@
 """Turning an inbound request's headers into a snapshot.
 
-This is the per-request hot path. A request of the common shape is validated in one match by
-``_fast_path``; any other request, and any Config that forwards by prefix, takes the general
-path here: one scan over the request's headers that keeps the raw values of the names the Config
-forwards, then one validation pass, header by header. The entry points differ only in the shape
-of the headers they read (ASGI's lower-case byte pairs, WSGI's ``environ``, a case-insensitive
-multidict, and any pairs of str or bytes in any case); none of them knows a framework.
+A request of the common shape is validated in one match by ``_fast_path``; any other request
+takes the general path here: one scan over the request's headers that keeps the raw values of
+the names the plan forwards (repeats resolved by each header's rule), then one pass over the
+rule table. The entry points differ only in the shape of the headers they read (ASGI's
+lower-case byte pairs, WSGI's ``environ``, a case-insensitive multidict, any pairs of str or
+bytes in any case); none of them knows a framework.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from . import _headers as h
-from ._config import DEFAULT_CONFIG, Config
+from ._config import Config
 from ._fast_path import CaseInsensitiveMultiDict
+from ._plan import Plan, plan_for
 from ._snapshot import CURRENT, Snapshot
 
 HeaderPairs = Iterable[tuple[str | bytes, str | bytes]] | Mapping[Any, Any]
@@ -25,33 +26,29 @@ _STRIPPED = " \t"
 
 
 def _keep(found: dict[str, str], name: str, value: str) -> None:
-    """Record one occurrence of a header, by its spec's rule for repeats."""
+    """Record one more occurrence of a header, as its rule says repeats are read."""
     if name not in found:
         found[name] = value
-    elif name in h.JOINED_HEADERS:
+        return
+    repeats = h.rule_for(name).repeats
+    if repeats == "join":
         found[name] = found[name] + "," + value
-    elif name == h.TRACEPARENT:
-        found[name] = ""  # two traceparent headers are invalid (W3C trace-context 3.2)
+    elif repeats == "invalid":
+        found[name] = ""  # no value: two traceparent headers are invalid (W3C trace-context)
 
 
-def capture_asgi(headers: Sequence[tuple[bytes, bytes]], config: Config) -> Snapshot:
+def capture_asgi(headers: Sequence[tuple[bytes, bytes]], plan: Plan) -> Snapshot:
     """Snapshot from ASGI ``scope["headers"]`` (a sequence: it may be read twice).
 
-    The ASGI spec has servers deliver header names in lower case (uvicorn, hypercorn, daphne and
-    httpx's ASGITransport all do), so names are looked up as they come, with no per-header
-    ``lower()`` on the hot path.
+    ASGI servers deliver header names in lower case, so names are looked up as they come.
     """
-    fast_path = config._fast_path
+    fast_path = plan.fast_path
     if fast_path is not None:
         snapshot = fast_path.capture_asgi(headers)
         if snapshot is not None:
             return snapshot
-    return _capture_asgi_by_header(headers, config)
-
-
-def _capture_asgi_by_header(headers: Iterable[tuple[bytes, bytes]], config: Config) -> Snapshot:
-    names = config._names_by_bytes
-    prefixes = config._prefixes_bytes
+    names = plan.names_by_bytes
+    prefixes = plan.prefixes_bytes
     found: dict[str, str] = {}
     for raw_name, raw_value in headers:
         name = names.get(raw_name)
@@ -59,37 +56,26 @@ def _capture_asgi_by_header(headers: Iterable[tuple[bytes, bytes]], config: Conf
             if not prefixes or not raw_name.startswith(prefixes):
                 continue
             name = raw_name.decode("latin-1")
-            if not _is_prefixed_name_forwarded(name, config):
+            if not plan.is_prefixed_name_forwarded(name):
                 continue
-        value = raw_value.decode("latin-1").strip(_STRIPPED)
-        if name in found:
-            _keep(found, name, value)
-        else:
-            found[name] = value
-    return snapshot_from(found, config)
+        _keep(found, name, raw_value.decode("latin-1").strip(_STRIPPED))
+    return snapshot_from(found, plan)
 
 
-def capture_environ(environ: Mapping[str, Any], config: Config) -> Snapshot:
-    """Snapshot from a WSGI ``environ``, where ``x-request-id`` arrives as ``HTTP_X_REQUEST_ID``.
-
-    WSGI servers join repeated headers with commas before the app sees them, so a repeated
-    ``traceparent`` arrives as one value that fails validation, as it should.
-    """
-    fast_path = config._fast_path
+def capture_environ(environ: Mapping[str, Any], plan: Plan) -> Snapshot:
+    """Snapshot from a WSGI ``environ``, where ``x-request-id`` arrives as ``HTTP_X_REQUEST_ID``
+    and the server has joined a repeated header's values with commas."""
+    fast_path = plan.fast_path
     if fast_path is not None:
         snapshot = fast_path.capture_environ(environ)
         if snapshot is not None:
             return snapshot
-    return _capture_environ_by_header(environ, config)
-
-
-def _capture_environ_by_header(environ: Mapping[str, Any], config: Config) -> Snapshot:
     found: dict[str, str] = {}
-    for key, name in config._names_by_environ_key.items():
+    for key, name in plan.names_by_environ_key.items():
         value = environ.get(key)
-        if value is not None:
+        if isinstance(value, str):
             found[name] = value.strip(_STRIPPED)
-    prefixes = config._environ_prefixes
+    prefixes = plan.environ_prefixes
     if prefixes:
         for key, value in environ.items():
             if key.startswith(prefixes):
@@ -97,20 +83,44 @@ def _capture_environ_by_header(environ: Mapping[str, Any], config: Config) -> Sn
                 if (
                     name not in found
                     and isinstance(value, str)
-                    and _is_prefixed_name_forwarded(name, config)
+                    and plan.is_prefixed_name_forwarded(name)
                 ):
                     found[name] = value.strip(_STRIPPED)
-    return snapshot_from(found, config)
+    return snapshot_from(found, plan)
 
 
-def capture_multidict(headers: CaseInsensitiveMultiDict, config: Config) -> Snapshot:
+def capture_multidict(headers: CaseInsensitiveMultiDict, plan: Plan) -> Snapshot:
     """Snapshot from a case-insensitive multidict: aiohttp's ``request.headers``."""
-    fast_path = config._fast_path
+    fast_path = plan.fast_path
     if fast_path is not None:
         snapshot = fast_path.capture_multidict(headers)
         if snapshot is not None:
             return snapshot
-    return capture_pairs(headers.items(), config)
+    return capture_pairs(headers.items(), plan)
+
+
+def capture_pairs(pairs: HeaderPairs, plan: Plan) -> Snapshot:
+    """Snapshot from any header pairs (or a mapping), names in any case, str or bytes."""
+    items = pairs.items() if isinstance(pairs, Mapping) else pairs
+    forwarded = plan.forwarded_name_set
+    prefixes = plan.prefixes
+    found: dict[str, str] = {}
+    for raw_name, raw_value in items:
+        if isinstance(raw_name, bytes):
+            raw_name = raw_name.decode("latin-1")
+        name = str(raw_name).lower()
+        if name not in forwarded and not (
+            prefixes and name.startswith(prefixes) and plan.is_prefixed_name_forwarded(name)
+        ):
+            continue
+        if isinstance(raw_value, bytes):
+            value = raw_value.decode("latin-1")
+        elif isinstance(raw_value, str):
+            value = raw_value
+        else:
+            continue  # not a header value: nothing to forward
+        _keep(found, name, value.strip(_STRIPPED))
+    return snapshot_from(found, plan)
 
 
 @contextmanager
@@ -121,7 +131,7 @@ def bind(headers: HeaderPairs, *, config: Config | None = None) -> Iterator[Mapp
     validation and request-id generation as an inbound request, and the previous context comes
     back on exit, also when the block raises. Yields the forwarded headers.
     """
-    snapshot = capture_pairs(headers, config or DEFAULT_CONFIG)
+    snapshot = capture_pairs(headers, plan_for(config))
     token = CURRENT.set(snapshot)
     try:
         yield snapshot.view()
@@ -129,132 +139,81 @@ def bind(headers: HeaderPairs, *, config: Config | None = None) -> Iterator[Mapp
         CURRENT.reset(token)
 
 
-def capture_pairs(pairs: HeaderPairs, config: Config) -> Snapshot:
-    """Snapshot from any header pairs (or a mapping), names in any case, str or bytes.
-
-    Byte names (aiohttp's ``raw_headers``) are looked up without decoding: only a name that
-    matches a configured prefix is decoded.
-    """
-    items = pairs.items() if isinstance(pairs, Mapping) else pairs
-    names_by_bytes = config._names_by_bytes
-    forwarded = config._forwarded_name_set
-    prefixes = config._prefixes
-    found: dict[str, str] = {}
-    for raw_name, raw_value in items:
-        if isinstance(raw_name, bytes):
-            lowered = raw_name.lower()
-            name = names_by_bytes.get(lowered)
-            if name is None:
-                if not prefixes or not lowered.startswith(config._prefixes_bytes):
-                    continue
-                name = lowered.decode("latin-1")
-                if not _is_prefixed_name_forwarded(name, config):
-                    continue
-        else:
-            name = str(raw_name).lower()
-            if name not in forwarded and not (
-                prefixes and name.startswith(prefixes) and _is_prefixed_name_forwarded(name, config)
-            ):
-                continue
-        value = raw_value.decode("latin-1") if isinstance(raw_value, bytes) else str(raw_value)
-        _keep(found, name, value.strip(_STRIPPED))
-    return snapshot_from(found, config)
-
-
-def snapshot_from(found: dict[str, str], config: Config) -> Snapshot:
-    """Validate the raw values of one request and build its snapshot.
-
-    ``found`` maps lower-case names to raw values (repeats already resolved) and is consumed.
-    """
+def snapshot_from(found: dict[str, str], plan: Plan) -> Snapshot:
+    """Validate the raw values of one request (lower-case names, repeats already kept by
+    ``_keep``) by the rule table, and build its snapshot."""
+    request_id = found.pop(plan.request_id_name, None)
+    if request_id is not None:
+        request_id = _first_member(request_id)
+        if not (
+            plan.trust_request_id
+            and len(request_id) <= plan.request_id_cap
+            and h.is_valid_request_id(request_id)
+        ):
+            request_id = None
+    if request_id is None and plan.generate_request_id is not None:
+        request_id = plan.generate_request_id()
     forwarded: dict[str, str] = {}
-    trace_id: str | None = None
-    span_id: str | None = None
-    caps = config._max_lengths
-    default_cap = config.max_length
+    if request_id is not None and plan.forwards_request_id:
+        forwarded[plan.request_id_name] = request_id
+    if not found:
+        return Snapshot(forwarded, request_id, None, None)
 
-    request_id_name = config._request_id_name
-    request_id = found.pop(request_id_name, None)
-    if request_id is not None and not (
-        config.trust_incoming_request_id
-        and h.is_valid_request_id(request_id, config._request_id_max_length)
-    ):
-        request_id = None
-    if request_id is None and config.request_id_generator is not None:
-        request_id = config.request_id_generator()
-    if request_id is not None and config._forwards_request_id:
-        forwarded[request_id_name] = request_id
-
-    if found:
-        b3 = found.pop(h.B3, None)
-        if b3 is not None and len(b3) <= caps.get(h.B3, default_cap):
-            ids = h.parse_b3_single(b3)
-            if ids is not None:
-                forwarded[h.B3] = b3
-                if ids[0]:
-                    trace_id, span_id = ids
-
-        if h.B3_TRACE_ID in found or h.B3_SPAN_ID in found or h.B3_PARENT_SPAN_ID in found:
-            multi_trace_id = _take_b3_multi_ids(found, forwarded)
-            if multi_trace_id is not None and trace_id is None:
-                trace_id, span_id = multi_trace_id, forwarded[h.B3_SPAN_ID]
-        sampled = found.pop(h.B3_SAMPLED, None)
-        if sampled is not None and h.is_b3_sampled(sampled):
-            forwarded[h.B3_SAMPLED] = sampled
-        flags = found.pop(h.B3_FLAGS, None)
-        if flags is not None and h.is_b3_flags(flags):
-            forwarded[h.B3_FLAGS] = flags
-
-        traceparent = found.pop(h.TRACEPARENT, None)
-        tracestate = found.pop(h.TRACESTATE, None)
-        if traceparent is not None and len(traceparent) <= caps.get(h.TRACEPARENT, default_cap):
-            ids = h.parse_traceparent(traceparent)
-            if ids is not None:
-                forwarded[h.TRACEPARENT] = traceparent
-                if trace_id is None:
-                    trace_id, span_id = ids
-                if (
-                    tracestate is not None
-                    and len(tracestate) <= caps.get(h.TRACESTATE, default_cap)
-                    and h.is_safe_value(tracestate)
-                    and h.is_valid_tracestate(tracestate)
-                ):
-                    forwarded[h.TRACESTATE] = tracestate
-
+    valid: dict[str, str] = {}
+    broken_units: set[str] = set()
+    for rule, cap in plan.rules:
+        value = found.pop(rule.name, None)
+        if not value:
+            continue  # absent, or empty: nothing to forward
+        if rule.repeats == "first":
+            value = _first_member(value)
+        if len(value) <= cap and rule.is_valid(value):
+            valid[rule.name] = value
+        elif rule.unit:
+            broken_units.update(rule.unit)
+    for rule, _ in plan.rules:
+        name = rule.name
+        if (
+            name in valid
+            and name not in broken_units
+            and all(required in valid for required in rule.requires)
+        ):
+            forwarded[name] = valid[name]
+    trace_id, span_id = h.trace_ids(forwarded, plan.prefer_w3c)
+    if found:  # headers picked up by a prefix
         for name, value in found.items():
-            if value and len(value) <= caps.get(name, default_cap) and h.is_safe_value(value):
+            if value and len(value) <= plan.cap_for(name) and h.is_safe_value(value):
                 forwarded[name] = value
-
+    if len(forwarded) > plan.max_headers or _size(forwarded) > plan.max_total_length:
+        forwarded = _within_budget(forwarded, plan)
     return Snapshot(forwarded, request_id, trace_id, span_id)
 
 
-def _is_prefixed_name_forwarded(name: str, config: Config) -> bool:
-    """Whether a header that matched a configured prefix may travel.
-
-    Its name comes from the request rather than from the Config, so it must be a well-formed
-    header name, and neither excluded nor one of the sidecar's own ``x-envoy-*`` headers (a
-    prefix such as ``x-`` would otherwise pick those up).
-    """
-    return (
-        name not in config._excluded
-        and not name.startswith(h.NEVER_FORWARDED_PREFIX)
-        and h.is_header_name(name)
-    )
+def _first_member(value: str) -> str:
+    """The first member of a comma-joined value: what a WSGI server makes of a repeated header
+    whose first occurrence wins."""
+    if "," in value:
+        return value.split(",", 1)[0].strip(_STRIPPED)
+    return value
 
 
-def _take_b3_multi_ids(found: dict[str, str], forwarded: dict[str, str]) -> str | None:
-    """Forward the multi-header B3 ids as one unit; return the trace id if they were forwarded.
+def _size(headers: Mapping[str, str]) -> int:
+    return sum(len(name) + len(value) for name, value in headers.items())
 
-    If any id is malformed, or a trace id comes without a span id (or the reverse, or a parent
-    without both), none of them travels: half a B3 context would start a broken trace. An empty
-    parent id is no parent (a root span's), as some proxies send it.
-    """
-    trace_id = found.pop(h.B3_TRACE_ID, None)
-    span_id = found.pop(h.B3_SPAN_ID, None)
-    parent_id = found.pop(h.B3_PARENT_SPAN_ID, None) or None
-    if trace_id is None or span_id is None or not h.are_b3_ids(trace_id, span_id, parent_id):
-        return None
-    forwarded[h.B3_TRACE_ID] = trace_id
-    forwarded[h.B3_SPAN_ID] = span_id
-    if parent_id is not None:
-        forwarded[h.B3_PARENT_SPAN_ID] = parent_id
-    return trace_id
+
+def _within_budget(forwarded: dict[str, str], plan: Plan) -> dict[str, str]:
+    """The headers that fit the plan's total budget: the request id and the trace context
+    always, then the others in order (named before prefixed) while they fit."""
+    kept: dict[str, str] = {}
+    size = 0
+    for name, value in forwarded.items():
+        if name == plan.request_id_name or name in h.TRACE_CONTEXT_NAMES:
+            kept[name] = value
+            size += len(name) + len(value)
+    for name, value in forwarded.items():
+        if name in kept:
+            continue
+        if len(kept) < plan.max_headers and size + len(name) + len(value) <= plan.max_total_length:
+            kept[name] = value
+            size += len(name) + len(value)
+    return {name: kept[name] for name in forwarded if name in kept}

@@ -1,21 +1,22 @@
-"""``Config``: the frozen settings every adapter and client accepts, and reading them from the
+"""``Config``: the settings every adapter and client accepts, and reading them from the
 environment.
 
-Everything a request would otherwise recompute (which names to look for, in which spellings,
-with which caps) is worked out once here, when the Config is built, so the hot path only does
-dictionary lookups.
+A Config is a plain value: normalised when built (so equivalent settings compare and hash
+equal), checked when built (a bad setting fails here, naming it, never at request time), and
+never read by the hot path, which reads the plan ``_plan.plan_for`` compiles from it.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from . import _headers
-from ._fast_path import FastPath
 from ._scope import MESH, Scope
 
 
@@ -24,17 +25,34 @@ def uuid4_request_id() -> str:
     return str(uuid.uuid4())
 
 
-def _names(values: Collection[str], what: str) -> tuple[str, ...]:
-    if isinstance(values, str):
-        raise TypeError(f"{what} takes a collection of header names, not the string {values!r}")
-    for value in values:
-        if not isinstance(value, str):
-            raise TypeError(f"{what}: {value!r} is not a str header name")
-    names = tuple(value.strip().lower() for value in values)
-    for name in names:
-        if not _headers.is_header_name(name):
-            raise ValueError(f"{what}: {name!r} is not a valid header name")
-    return names
+class Caps(Mapping[str, int]):
+    """A read-only, hashable mapping of header names to caps (``Config.max_lengths``)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, int]) -> None:
+        self._items = dict(sorted(items.items()))
+
+    def __getitem__(self, name: str) -> int:
+        return self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._items.items()))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and self._items == dict(other.items())
+
+    def __repr__(self) -> str:
+        return repr(self._items)
+
+
+PREFERENCES = ("b3", "w3c")
 
 
 @dataclass(frozen=True)
@@ -48,8 +66,7 @@ class Config:
 
     #: The base set of forwarded header names (case-insensitive).
     headers: Collection[str] = _headers.DEFAULT_HEADERS
-    #: Named header sets of other tracers to add: baggage, lightstep, stackdriver, skywalking,
-    #: datadog.
+    #: Named header sets of other tracers to add (``_headers.PRESETS``).
     presets: Collection[str] = ()
     #: More header names to forward, for example routing headers such as ``x-canary``.
     extra_headers: Collection[str] = ()
@@ -70,165 +87,214 @@ class Config:
     scope: str | Collection[str] = MESH
     #: Size cap, in characters, for any forwarded header without a cap of its own.
     max_length: int = _headers.DEFAULT_MAX_LENGTH
-    #: Per-header size caps, over the defaults (baggage 8192, tracestate 512).
+    #: Per-header size caps, over the rules' own (baggage 8192, tracestate 512, ...).
     max_lengths: Mapping[str, int] = field(default_factory=dict)
+    #: At most this many headers are forwarded, and at most ``max_total_length`` characters of
+    #: names and values together; prefixed headers are dropped first, trace headers never.
+    max_headers: int = 32
+    max_total_length: int = 16384
+    #: Which trace context names the caller's span when B3 and W3C both came and disagree:
+    #: ``"b3"`` or ``"w3c"`` (``trace_id()``, ``span_id()`` and ``MeshPropagator``).
+    prefer: str = "b3"
 
     def __post_init__(self) -> None:
-        base = _names(self.headers, "headers")
-        extra = _names(self.extra_headers, "extra_headers")
-        excluded = set(_names(self.exclude, "exclude"))
-        prefixes = list(_names(self.prefixes, "prefixes"))
-        if isinstance(self.presets, str):
-            raise TypeError(
-                f"presets takes a collection of preset names, not the string {self.presets!r}"
-            )
-        preset_names: list[str] = []
+        def normalise(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        normalise("headers", _names(self.headers, "headers"))
+        normalise("extra_headers", _names(self.extra_headers, "extra_headers"))
+        normalise("exclude", _names(self.exclude, "exclude"))
+        normalise("prefixes", _names(self.prefixes, "prefixes"))
+        if isinstance(self.presets, str) or not isinstance(self.presets, Collection):
+            raise TypeError(f"presets takes a collection of preset names, not {self.presets!r}")
         for preset in self.presets:
             if preset not in _headers.PRESETS:
                 known = ", ".join(sorted(_headers.PRESETS))
-                raise ValueError(f"unknown preset {preset!r}; the presets are: {known}")
-            names, preset_prefixes = _headers.PRESETS[preset]
-            preset_names.extend(names)
-            prefixes.extend(preset_prefixes)
-        request_id_header = _names((self.request_id_header,), "request_id_header")[0]
-        echo_header = None
+                raise ValueError(f"presets: unknown preset {preset!r}; the presets are: {known}")
+        normalise("presets", tuple(dict.fromkeys(self.presets)))
+        normalise("request_id_header", _names((self.request_id_header,), "request_id_header")[0])
         if self.echo_header is not None:
-            echo_header = _names((self.echo_header,), "echo_header")[0]
+            normalise("echo_header", _names((self.echo_header,), "echo_header")[0])
         if self.request_id_generator is not None and not callable(self.request_id_generator):
             raise TypeError("request_id_generator must be a callable returning a str, or None")
-        if self.max_length < 1:
-            raise ValueError("max_length must be at least 1")
+        if not isinstance(self.trust_incoming_request_id, bool):
+            raise TypeError("trust_incoming_request_id must be True or False")
+        _check_cap("max_length", self.max_length)
+        caps = {}
+        for name, cap in dict(self.max_lengths).items():
+            (lowered,) = _names((name,), "max_lengths")
+            _check_cap(f"max_lengths[{lowered!r}]", cap)
+            caps[lowered] = cap
+        normalise("max_lengths", Caps(caps))
+        _check_cap("max_headers", self.max_headers, largest=1000)
+        _check_cap("max_total_length", self.max_total_length)
+        if self.prefer not in PREFERENCES:
+            raise ValueError(f"prefer={self.prefer!r}: expected 'b3' or 'w3c'")
+        patterns = (self.scope,) if isinstance(self.scope, str) else tuple(self.scope)
+        patterns = tuple(dict.fromkeys(str(pattern).strip().lower() for pattern in patterns))
+        if not patterns or "" in patterns:
+            raise ValueError(
+                "scope is empty: use 'mesh', 'all', or host patterns ('*.corp.internal', ...)"
+            )
+        compiled_scope(patterns)  # a bad pattern fails here, not at the first call
+        normalise("scope", patterns)
+        for name in (*self.headers, *self.extra_headers):
+            if name in _headers.CREDENTIAL_HEADERS and name not in self.exclude:
+                warnings.warn(
+                    f"meshprop forwards the credential header {name!r} to every destination in "
+                    "the scope, because the Config names it",
+                    stacklevel=3,
+                )
 
-        forwarded: dict[str, None] = {}
-        for name in (*base, *preset_names, *extra):
-            if name not in excluded and not name.startswith(_headers.NEVER_FORWARDED_PREFIX):
-                forwarded[name] = None
-        if request_id_header != _headers.REQUEST_ID and _headers.REQUEST_ID in forwarded:
-            del forwarded[_headers.REQUEST_ID]
-        if request_id_header not in excluded:
-            forwarded[request_id_header] = None
-        max_lengths = {**_headers.DEFAULT_MAX_LENGTHS}
-        cap_names = _names(self.max_lengths, "max_lengths")
-        for name, cap in zip(cap_names, self.max_lengths.values(), strict=True):
-            if not isinstance(cap, int) or cap < 1:
-                raise ValueError(f"max_lengths[{name!r}] must be an int of at least 1, not {cap!r}")
-            max_lengths[name] = cap
-        scope = (self.scope,) if isinstance(self.scope, str) else tuple(self.scope)
-
-        derived: dict[str, Any] = {
-            "request_id_name": request_id_header,
-            "echo_name": echo_header,
-            "echo_name_bytes": echo_header.encode("ascii") if echo_header else None,
-            "forwarded_names": tuple(forwarded),
-            "forwarded_name_set": frozenset(forwarded),
-            "forwards_request_id": request_id_header in forwarded,
-            "request_id_max_length": max_lengths.get(request_id_header, self.max_length),
-            "names_by_bytes": {name.encode("ascii"): name for name in forwarded},
-            "names_by_environ_key": {
-                "HTTP_" + name.upper().replace("-", "_"): name for name in forwarded
-            },
-            "prefixes": tuple(
-                p
-                for p in dict.fromkeys(prefixes)
-                if not p.startswith(_headers.NEVER_FORWARDED_PREFIX)
-            ),
-            "excluded": frozenset(excluded),
-            "max_lengths": max_lengths,
-            "compiled_scope": Scope(scope),
-        }
-        derived["prefixes_bytes"] = tuple(p.encode("ascii") for p in derived["prefixes"])
-        derived["environ_prefixes"] = tuple(
-            "HTTP_" + p.upper().replace("-", "_") for p in derived["prefixes"]
-        )
-        for key, value in derived.items():
-            object.__setattr__(self, "_" + key, value)
-        # Built last: it reads the lookups above.
-        object.__setattr__(self, "_fast_path", FastPath.for_config(self))
-
-    # The derived lookups, typed for the modules that read them.
-    _request_id_name: str = field(init=False, repr=False, compare=False)
-    _echo_name: str | None = field(init=False, repr=False, compare=False)
-    _echo_name_bytes: bytes | None = field(init=False, repr=False, compare=False)
-    _forwarded_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
-    _forwarded_name_set: frozenset[str] = field(init=False, repr=False, compare=False)
-    _forwards_request_id: bool = field(init=False, repr=False, compare=False)
-    _request_id_max_length: int = field(init=False, repr=False, compare=False)
-    _names_by_bytes: dict[bytes, str] = field(init=False, repr=False, compare=False)
-    _names_by_environ_key: dict[str, str] = field(init=False, repr=False, compare=False)
-    _prefixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
-    _prefixes_bytes: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
-    _environ_prefixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
-    _excluded: frozenset[str] = field(init=False, repr=False, compare=False)
-    _max_lengths: dict[str, int] = field(init=False, repr=False, compare=False)
-    _compiled_scope: Scope = field(init=False, repr=False, compare=False)
-    _fast_path: FastPath | None = field(init=False, repr=False, compare=False)
-
-    def is_forwarded_name(self, name: str) -> bool:
-        """Whether a (lower-case) header name is one this Config forwards."""
-        if name in self._forwarded_name_set:
-            return True
-        return (
-            name.startswith(self._prefixes)
-            and name not in self._excluded
-            and not name.startswith(_headers.NEVER_FORWARDED_PREFIX)
-            and _headers.is_header_name(name)
-        )
+    def __hash__(self) -> int:
+        # Computed once: a Config is looked up by value wherever a plan is needed.
+        cached: int | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(tuple(getattr(self, f.name) for f in fields(self)))
+            object.__setattr__(self, "_hash", cached)
+        return cached
 
     def in_scope(self, url_or_host: str) -> bool:
         """Whether a destination (an absolute URL or a bare host) gets the propagation headers."""
-        scope = self._compiled_scope
+        scope = compiled_scope(self.scope)  # type: ignore[arg-type]  # normalised to a tuple
         if "/" in url_or_host:
             return scope.includes_url(url_or_host)
         return scope.includes_host(url_or_host)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
-        """Build a Config from ``MESHPROP_*`` environment variables, for deployments that
-        configure through the pod spec rather than code.
-
-        ``MESHPROP_PRESETS``, ``MESHPROP_EXTRA_HEADERS``, ``MESHPROP_PREFIXES``,
-        ``MESHPROP_EXCLUDE`` and ``MESHPROP_SCOPE`` take comma-separated lists;
-        ``MESHPROP_REQUEST_ID_HEADER`` and ``MESHPROP_ECHO_HEADER`` a name (empty turns the echo
-        off); ``MESHPROP_TRUST_INCOMING_REQUEST_ID`` and ``MESHPROP_GENERATE_REQUEST_ID`` take
-        true/false. Keyword arguments win over the environment.
-        """
+        """A Config from the ``MESHPROP_*`` environment variables (``ENVIRONMENT`` lists them),
+        for deployments configured through the pod spec. Keyword arguments win over the
+        environment. An unknown ``MESHPROP_*`` variable, or a bad value, raises ``ValueError``
+        naming it."""
         env = os.environ if environ is None else environ
         settings: dict[str, Any] = {}
-        for key, setting in (
-            ("MESHPROP_PRESETS", "presets"),
-            ("MESHPROP_EXTRA_HEADERS", "extra_headers"),
-            ("MESHPROP_PREFIXES", "prefixes"),
-            ("MESHPROP_EXCLUDE", "exclude"),
-            ("MESHPROP_SCOPE", "scope"),
-        ):
-            if key in env:
-                settings[setting] = tuple(v.strip() for v in env[key].split(",") if v.strip())
-        if "MESHPROP_REQUEST_ID_HEADER" in env:
-            settings["request_id_header"] = env["MESHPROP_REQUEST_ID_HEADER"]
-        if "MESHPROP_ECHO_HEADER" in env:
-            settings["echo_header"] = env["MESHPROP_ECHO_HEADER"].strip() or None
-        for key, setting in (
-            ("MESHPROP_TRUST_INCOMING_REQUEST_ID", "trust_incoming_request_id"),
-            ("MESHPROP_GENERATE_REQUEST_ID", "request_id_generator"),
-        ):
-            if key in env:
-                flag = _parse_flag(key, env[key])
-                if setting == "request_id_generator":
-                    settings[setting] = uuid4_request_id if flag else None
-                else:
-                    settings[setting] = flag
+        for key, value in env.items():
+            if not key.startswith("MESHPROP_"):
+                continue
+            reader = _READERS.get(key)
+            if reader is None:
+                if key in PROCESS_SWITCHES:
+                    continue
+                known = ", ".join([*ENVIRONMENT, *PROCESS_SWITCHES])
+                raise ValueError(f"unknown setting {key}; the known ones are: {known}")
+            setting, parse = reader
+            try:
+                settings[setting] = parse(value)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    cls(**{setting: settings[setting]})  # judged alone, to name the variable
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"{key}={value!r}: {error}") from None
         settings.update(overrides)
         return cls(**settings)
 
 
-def _parse_flag(key: str, value: str) -> bool:
+@functools.lru_cache(maxsize=64)
+def compiled_scope(patterns: tuple[str, ...]) -> Scope:
+    """The compiled form of a normalised ``Config.scope`` (one per distinct scope)."""
+    return Scope(patterns)
+
+
+def _names(values: Collection[str], what: str) -> tuple[str, ...]:
+    if isinstance(values, str) or not isinstance(values, Collection):
+        raise TypeError(f"{what} takes a collection of header names, not {values!r}")
+    names: dict[str, None] = {}
+    for value in values:
+        if not isinstance(value, str):
+            raise TypeError(f"{what}: {value!r} is not a str header name")
+        name = value.strip().lower()
+        if not _headers.is_header_name(name):
+            raise ValueError(f"{what}: {value!r} is not a valid header name")
+        names[name] = None
+    return tuple(names)
+
+
+def _check_cap(what: str, cap: object, largest: int = _headers.LARGEST_CAP) -> None:
+    if not isinstance(cap, int) or isinstance(cap, bool) or not 1 <= cap <= largest:
+        raise ValueError(f"{what} must be a whole number from 1 to {largest}, not {cap!r}")
+
+
+def _flag(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
     if lowered in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"{key}={value!r}: expected true or false")
+    raise ValueError("expected true or false")
 
+
+def _list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _scope_list(value: str) -> tuple[str, ...]:
+    patterns = _list(value)
+    if not patterns:
+        raise ValueError("empty: use 'mesh', 'all', or host patterns")
+    return patterns
+
+
+def _number(value: str) -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+
+
+def _caps(value: str) -> dict[str, int]:
+    caps = {}
+    for item in _list(value):
+        name, equals, cap = item.partition("=")
+        if not equals:
+            raise ValueError(f"{item!r}: expected name=cap")
+        caps[name.strip()] = _number(cap)
+    return caps
+
+
+def _generator(value: str) -> Callable[[], str] | None:
+    return uuid4_request_id if _flag(value) else None
+
+
+#: Every ``MESHPROP_*`` variable ``Config.from_env`` reads: variable -> (setting, what it takes).
+ENVIRONMENT: dict[str, tuple[str, str]] = {
+    "MESHPROP_HEADERS": ("headers", "comma-separated header names"),
+    "MESHPROP_PRESETS": ("presets", "comma-separated preset names"),
+    "MESHPROP_EXTRA_HEADERS": ("extra_headers", "comma-separated header names"),
+    "MESHPROP_PREFIXES": ("prefixes", "comma-separated name prefixes"),
+    "MESHPROP_EXCLUDE": ("exclude", "comma-separated header names"),
+    "MESHPROP_REQUEST_ID_HEADER": ("request_id_header", "a header name"),
+    "MESHPROP_GENERATE_REQUEST_ID": ("request_id_generator", "true or false"),
+    "MESHPROP_TRUST_INCOMING_REQUEST_ID": ("trust_incoming_request_id", "true or false"),
+    "MESHPROP_ECHO_HEADER": ("echo_header", "a header name; empty turns the echo off"),
+    "MESHPROP_SCOPE": ("scope", "mesh, all, or comma-separated patterns"),
+    "MESHPROP_MAX_LENGTH": ("max_length", "a number of characters"),
+    "MESHPROP_MAX_LENGTHS": ("max_lengths", "comma-separated name=cap"),
+    "MESHPROP_MAX_HEADERS": ("max_headers", "a number of headers"),
+    "MESHPROP_MAX_TOTAL_LENGTH": ("max_total_length", "a number of characters"),
+    "MESHPROP_PREFER": ("prefer", "b3 or w3c"),
+}
+#: Variables that switch process-wide behaviour rather than a Config setting.
+PROCESS_SWITCHES = ("MESHPROP_FAST_PATH",)
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "headers": _list,
+    "presets": _list,
+    "extra_headers": _list,
+    "prefixes": _list,
+    "exclude": _list,
+    "request_id_header": str.strip,
+    "request_id_generator": _generator,
+    "trust_incoming_request_id": _flag,
+    "echo_header": lambda value: value.strip() or None,
+    "scope": _scope_list,
+    "max_length": _number,
+    "max_lengths": _caps,
+    "max_headers": _number,
+    "max_total_length": _number,
+    "prefer": lambda value: value.strip().lower(),
+}
+_READERS = {key: (setting, _PARSERS[setting]) for key, (setting, _) in ENVIRONMENT.items()}
 
 #: The Config used wherever none is given.
 DEFAULT_CONFIG = Config()

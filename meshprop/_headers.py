@@ -1,14 +1,15 @@
-"""The header catalogue and the validators.
+"""The header catalogue: one rule per header, and the validators the rules use.
 
-Everything here is a pure function of its arguments: no I/O, no state, no framework. The rules
-come from the specs (openzipkin b3-propagation, W3C trace-context and baggage) and from what
-Envoy does, never from a guess: a validator only decides *whether* a value may be forwarded,
-it never rewrites one.
+Pure functions and constants: no I/O, no state, no framework. The rules come from the specs
+(openzipkin b3-propagation as brave reads it, W3C trace-context and baggage) and from what
+Envoy does. A validator only decides *whether* a value may be forwarded; it never rewrites one.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 REQUEST_ID = "x-request-id"
 TRACEPARENT = "traceparent"
@@ -39,45 +40,55 @@ PRESETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "baggage": ((BAGGAGE,), ()),
     "lightstep": (("x-ot-span-context",), ()),
     "stackdriver": (("x-cloud-trace-context", "grpc-trace-bin"), ()),
-    "skywalking": (("sw8",), ()),
+    "skywalking": (("sw8", "sw8-correlation", "sw8-x"), ()),
     "datadog": ((), ("x-datadog-",)),
+    "aws": (("x-amzn-trace-id",), ()),
 }
 
 #: Headers that are never forwarded, whatever the configuration says: the sidecar owns them.
 NEVER_FORWARDED_PREFIX = "x-envoy-"
 
-#: Size caps, in characters, for headers whose specs allow more than the general cap.
-DEFAULT_MAX_LENGTHS: dict[str, int] = {BAGGAGE: 8192, TRACESTATE: 512}
+#: Credentials: never picked up by a prefix; naming one explicitly forwards it, with a warning.
+CREDENTIAL_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-api-key",
+        "api-key",
+        "x-auth-token",
+        "x-access-token",
+        "x-amz-security-token",
+        "x-csrf-token",
+        "x-xsrf-token",
+    }
+)
+
+#: The cap, in characters, of a header without a cap of its own (``Config.max_length``).
 DEFAULT_MAX_LENGTH = 200
+#: No cap may exceed this: Envoy's default limit for all request headers together is 60 KiB.
+LARGEST_CAP = 65536
 
-#: Headers that arrive repeated are joined with commas (RFC 9110 list syntax) instead of the
-#: first occurrence winning.
-JOINED_HEADERS = frozenset({TRACESTATE, BAGGAGE})
-
-_HEX = "0123456789abcdef"
-# RFC 9110 section 5.6.2: the characters of a header name (a token).
-_TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _ZERO_16 = "0" * 16
 _ZERO_32 = "0" * 32
+# RFC 9110 section 5.6.2: the characters of a header name (a token).
+_TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
-# W3C trace-context, section 3.3.1: a member's key (simple-key / multi-tenant-key) and value.
-TRACESTATE_KEY = (
-    r"(?:[a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13})"
-)
-TRACESTATE_VALUE = r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
-_TRACESTATE_MEMBER = re.compile(f"{TRACESTATE_KEY}={TRACESTATE_VALUE}")
-_TRACESTATE_MAX_MEMBERS = 32
+# W3C trace-context (editor's draft), tracestate list members: the key and the value.
+TRACESTATE_KEY = "[0-9a-z][_0-9a-z*/@-]{0,255}"
+TRACESTATE_VALUE = "[\\x20-\\x2b\\x2d-\\x3c\\x3e-\\x7e]{0,255}[\\x21-\\x2b\\x2d-\\x3c\\x3e-\\x7e]"
+TRACESTATE_MAX_MEMBERS = 32
 
-# Validators are precompiled matchers: one C-level scan of a value instead of several passes.
-_lower_hex = re.compile(r"[0-9a-f]+").fullmatch
-_b3_trace_id = re.compile(r"[0-9a-f]{16}(?:[0-9a-f]{16})?").fullmatch
-_b3_ids = re.compile(r"(?:[0-9a-f]{16}){1,2}-[0-9a-f]{16}(?:-[0-9a-f]{16})?").fullmatch
-_traceparent_fields = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}").match
-_tracestate_member = _TRACESTATE_MEMBER.fullmatch
+_OPTIONAL_WHITESPACE = re.compile("[ \t]*([,;=])[ \t]*")
+_lower_hex = re.compile("[0-9a-f]+").fullmatch
+_b3_trace_id = re.compile("[0-9a-f]{16}(?:[0-9a-f]{16})?").fullmatch
+_traceparent_fields = re.compile("[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}").match
+_tracestate_member = re.compile(f"{TRACESTATE_KEY}={TRACESTATE_VALUE}").fullmatch
 
 
 def is_safe_value(value: str) -> bool:
-    """A value may travel in an HTTP header we send: visible ASCII and spaces only.
+    """Visible ASCII and spaces only: what may travel in a header we send.
 
     Control characters (CR, LF, NUL, tabs...) would allow header injection downstream, and
     non-ASCII text makes HTTP clients raise when they encode the header.
@@ -85,69 +96,51 @@ def is_safe_value(value: str) -> bool:
     return value.isascii() and value.isprintable()
 
 
-def is_header_name(name: str) -> bool:
-    """A well-formed HTTP header name (an RFC 9110 token).
+def is_safe_list(value: str) -> bool:
+    """``is_safe_value`` for a list header (``tracestate``, ``baggage``), where tabs may stand as
+    optional whitespace around the separators, and nowhere else."""
+    return is_safe_value(_OPTIONAL_WHITESPACE.sub(r"\1", value))
 
-    Names picked up by a configured prefix come from the request, not from the Config, so they
-    are checked before they are sent anywhere: a CR, LF, space or colon in a name we send would
-    let a caller inject headers downstream.
-    """
+
+def is_header_name(name: str) -> bool:
+    """A well-formed HTTP header name (an RFC 9110 token)."""
     return name.isascii() and name != "" and not name.strip(_TOKEN_CHARS)
 
 
-def is_valid_request_id(value: str, max_length: int = DEFAULT_MAX_LENGTH) -> bool:
-    """Printable ASCII without spaces, at most ``max_length`` (by default 200) characters.
+def is_valid_request_id(value: str) -> bool:
+    """Printable ASCII without spaces or commas.
 
-    Deliberately not a UUID check: Envoy rewrites the version nibble of the UUIDs it generates
-    to carry its sampling decision, and load balancers use other formats altogether.
+    Never a UUID check: Envoy rewrites the version nibble of the UUIDs it generates to carry
+    its sampling decision, and load balancers use other formats. No comma, because a WSGI server
+    joins a repeated header with commas, and the first occurrence must win on every server.
     """
     return (
-        0 < len(value) <= max_length
+        value != ""
         and value.isascii()
         and value.isprintable()
         and " " not in value
+        and "," not in value
     )
-
-
-def is_hex_id(value: str, length: int) -> bool:
-    """Lower-case hex of exactly ``length`` characters, not all zero."""
-    return len(value) == length and _lower_hex(value) is not None and value.count("0") != length
 
 
 def is_b3_trace_id(value: str) -> bool:
-    """A B3 trace id: 64-bit (16 hex) or 128-bit (32 hex), lower-case, not all zero."""
+    """64-bit (16 hex) or 128-bit (32 hex), lower-case, not all zero."""
     return _b3_trace_id(value) is not None and value.count("0") != len(value)
 
 
-def are_b3_ids(trace_id: str, span_id: str, parent_id: str | None) -> bool:
-    """The multi-header B3 ids as one unit: trace id 16 or 32 hex, span (and parent) 16 hex,
-    all lower-case and none all-zero.
-
-    The lengths are checked first, so joining the ids with dashes for a single match cannot
-    shift one id's characters into another.
-    """
-    if len(span_id) != 16 or len(trace_id) not in (16, 32):
-        return False
-    if parent_id is None:
-        joined = trace_id + "-" + span_id
-    elif len(parent_id) != 16 or parent_id == _ZERO_16:
-        return False
-    else:
-        joined = trace_id + "-" + span_id + "-" + parent_id
-    return (
-        _b3_ids(joined) is not None
-        and span_id != _ZERO_16
-        and trace_id != _ZERO_32
-        and trace_id != _ZERO_16
-    )
+def is_b3_span_id(value: str) -> bool:
+    """16 lower-case hex, not all zero."""
+    return len(value) == 16 and _lower_hex(value) is not None and value != _ZERO_16
 
 
-def parse_b3_single(value: str) -> tuple[str, str] | None:
-    """Validate a single ``b3`` header; return (trace id, span id), ("", "") for a lone decision.
+def is_b3_parent_id(value: str) -> bool:
+    """16 lower-case hex; all zero is valid and means "no parent", as brave reads it."""
+    return len(value) == 16 and _lower_hex(value) is not None
 
-    Format: ``{trace}-{span}[-{0|1|d}[-{parent}]]`` or a lone ``0`` / ``1`` / ``d``.
-    ``None`` means invalid.
-    """
+
+def b3_single_ids(value: str) -> tuple[str, str] | None:
+    """A single ``b3`` header's (trace id, span id); ("", "") for a lone sampling decision;
+    None if invalid. Format: ``{trace}-{span}[-{0|1|d}[-{parent}]]`` or ``0`` / ``1`` / ``d``."""
     if len(value) == 1:
         return ("", "") if value in "01d" else None
     fields = value.split("-")
@@ -155,30 +148,34 @@ def parse_b3_single(value: str) -> tuple[str, str] | None:
     if count < 2 or count > 4:
         return None
     trace_id, span_id = fields[0], fields[1]
-    if not is_b3_trace_id(trace_id) or not is_hex_id(span_id, 16):
+    if not is_b3_trace_id(trace_id) or not is_b3_span_id(span_id):
         return None
     if count >= 3 and fields[2] not in ("0", "1", "d"):
         return None
-    if count == 4 and not is_hex_id(fields[3], 16):
+    if count == 4 and not is_b3_parent_id(fields[3]):
         return None
     return trace_id, span_id
 
 
+def is_b3_single(value: str) -> bool:
+    return b3_single_ids(value) is not None
+
+
 def is_b3_sampled(value: str) -> bool:
-    """``x-b3-sampled``: ``0``/``1``, with ``true``/``false`` accepted as older tracers send."""
+    """``0`` / ``1``, with ``true`` / ``false`` accepted as older tracers send."""
     return value in ("0", "1", "true", "false")
 
 
 def is_b3_flags(value: str) -> bool:
-    """``x-b3-flags``: only ``1`` (debug) has a meaning."""
+    """Only ``1`` (debug) has a meaning."""
     return value == "1"
 
 
-def parse_traceparent(value: str) -> tuple[str, str] | None:
-    """Validate a W3C ``traceparent``; return (trace id, parent id), or ``None`` if invalid.
+def traceparent_ids(value: str) -> tuple[str, str] | None:
+    """A W3C ``traceparent``'s (trace id, parent id), or None if invalid.
 
-    Version ``00`` must be exactly 55 characters; ``ff`` is invalid; a higher version is judged
-    by its first four fields and may carry more after a dash.
+    Version ``00`` is exactly 55 characters; ``ff`` is invalid; a higher version is judged by
+    its first four fields and may carry more after a dash.
     """
     if _traceparent_fields(value) is None:
         return None
@@ -188,7 +185,6 @@ def parse_traceparent(value: str) -> tuple[str, str] | None:
     elif value.startswith("ff") or (
         len(value) > 55 and (value[55] != "-" or not is_safe_value(value))
     ):
-        # The fields after the fourth are forwarded verbatim, so they must be safe to send.
         return None
     trace_id = value[3:35]
     parent_id = value[36:52]
@@ -197,19 +193,204 @@ def parse_traceparent(value: str) -> tuple[str, str] | None:
     return trace_id, parent_id
 
 
-def is_valid_tracestate(value: str) -> bool:
-    """W3C ``tracestate``: at most 32 well-formed ``key=value`` members, no repeated key."""
-    if "," not in value:  # the common case: one vendor's member
-        return _tracestate_member(value.strip(" \t")) is not None
-    keys: set[str] = set()
+def is_traceparent(value: str) -> bool:
+    return traceparent_ids(value) is not None
+
+
+def is_tracestate(value: str) -> bool:
+    """W3C ``tracestate``: 1 to 32 well-formed members, separated by commas with optional
+    spaces and tabs around them; empty members are allowed, and so is a repeated key (a
+    pass-through keeps the header as it came)."""
+    if not is_safe_list(value):
+        return False
+    members = 0
     for member in value.split(","):
         member = member.strip(" \t")
-        if not member:
-            continue
-        if _tracestate_member(member) is None:
-            return False
-        key = member[: member.index("=")]
-        if key in keys:
-            return False
-        keys.add(key)
-    return 0 < len(keys) <= _TRACESTATE_MAX_MEMBERS
+        if member:
+            if _tracestate_member(member) is None:
+                return False
+            members += 1
+    return 0 < members <= TRACESTATE_MAX_MEMBERS
+
+
+# What the fast matcher in ``_fast_path`` may accept of each header: a regular expression for a
+# strict subset of the values the rule's validator accepts (its usual form), never more.
+_HEX = "[0-9a-f]"
+_ID_16 = f"(?!0{{16}}){_HEX}{{16}}"
+_ID_32 = f"(?!0{{32}}){_HEX}{{32}}"
+_B3_AFTER_TRACE_ID = f"-{_ID_16}(?:-[01d](?:-{_HEX}{{16}}|)|)"
+_TRACESTATE_MEMBER = f"{TRACESTATE_KEY}=[\\x20-\\x2b\\x2d-\\x3c\\x3e-\\x7e]{{1,256}}(?<! )"
+
+
+def _safe_fragment(cap: int) -> str:
+    """Any visible ASCII with inner spaces, at most ``cap`` characters."""
+    if cap == 1:
+        return "[\\x21-\\x7e]"
+    return f"[\\x21-\\x7e][\\x20-\\x7e]{{0,{cap - 1}}}(?<! )"
+
+
+def _request_id_fragment(cap: int) -> str:
+    return f"[\\x21-\\x2b\\x2d-\\x7e]{{1,{cap}}}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one header is judged.
+
+    ``is_valid`` decides on a value stripped of surrounding blanks and with repeats resolved;
+    ``cap`` is its length limit (None: ``Config.max_length``). ``repeats`` says what two
+    occurrences mean: ``"first"`` (the first wins; a comma-joined value, the form a WSGI server
+    gives a repeated header, counts as its first member), ``"join"`` (joined in order with
+    commas) or ``"invalid"``. ``requires`` names headers that must travel for this one to;
+    ``unit`` names headers that travel together or not at all (one invalid member drops them
+    all). ``fragment`` is the fast matcher's pattern for the value (None: no fast form), and
+    ``longest`` the longest value it matches; without a fragment, ``bounded_fragment`` gives
+    one that takes the cap as its bound.
+    ``is_trace_context``: part of the trace context, which outbound is decided as a whole;
+    ``names_trace``: a caller who sets this header has set the trace context.
+    """
+
+    name: str
+    is_valid: Callable[[str], bool]
+    cap: int | None = None
+    repeats: str = "join"
+    requires: tuple[str, ...] = ()
+    unit: tuple[str, ...] = ()
+    fragment: str | None = None
+    longest: int | None = None
+    bounded_fragment: Callable[[int], str] = _safe_fragment
+    is_trace_context: bool = False
+    names_trace: bool = False
+
+
+_B3_UNIT = (B3_TRACE_ID, B3_SPAN_ID, B3_PARENT_SPAN_ID)
+
+#: The rules of the headers meshprop knows; any other forwarded header gets ``generic_rule``.
+RULES: dict[str, Rule] = {
+    rule.name: rule
+    for rule in (
+        Rule(
+            REQUEST_ID, is_valid_request_id, repeats="first", bounded_fragment=_request_id_fragment
+        ),
+        Rule(
+            TRACEPARENT,
+            is_traceparent,
+            repeats="invalid",
+            fragment=f"00-{_ID_32}-{_ID_16}-{_HEX}{_HEX}",
+            longest=55,
+            is_trace_context=True,
+            names_trace=True,
+        ),
+        Rule(
+            TRACESTATE,
+            is_tracestate,
+            cap=512,
+            requires=(TRACEPARENT,),
+            fragment=f"{_TRACESTATE_MEMBER}(?:,{_TRACESTATE_MEMBER}){{0,31}}",
+            longest=32 * 513 + 31,
+            is_trace_context=True,
+        ),
+        Rule(
+            B3,
+            is_b3_single,
+            repeats="first",
+            fragment=f"{_ID_32}{_B3_AFTER_TRACE_ID}|{_ID_16}{_B3_AFTER_TRACE_ID}|[01d]",
+            longest=68,
+            is_trace_context=True,
+            names_trace=True,
+        ),
+        Rule(
+            B3_TRACE_ID,
+            is_b3_trace_id,
+            repeats="first",
+            requires=(B3_SPAN_ID,),
+            unit=_B3_UNIT,
+            fragment=f"{_ID_32}|{_ID_16}",
+            longest=32,
+            is_trace_context=True,
+            names_trace=True,
+        ),
+        Rule(
+            B3_SPAN_ID,
+            is_b3_span_id,
+            repeats="first",
+            requires=(B3_TRACE_ID,),
+            unit=_B3_UNIT,
+            fragment=_ID_16,
+            longest=16,
+            is_trace_context=True,
+            names_trace=True,
+        ),
+        Rule(
+            B3_PARENT_SPAN_ID,
+            is_b3_parent_id,
+            repeats="first",
+            requires=(B3_TRACE_ID, B3_SPAN_ID),
+            unit=_B3_UNIT,
+            fragment=f"{_HEX}{{16}}",
+            longest=16,
+            is_trace_context=True,
+            names_trace=True,
+        ),
+        Rule(
+            B3_SAMPLED,
+            is_b3_sampled,
+            repeats="first",
+            fragment="0|1|true|false",
+            longest=5,
+            is_trace_context=True,
+        ),
+        Rule(
+            B3_FLAGS, is_b3_flags, repeats="first", fragment="1", longest=1, is_trace_context=True
+        ),
+        Rule(BAGGAGE, is_safe_list, cap=8192),
+        Rule("sw8", is_safe_value, cap=2048),
+        Rule("sw8-correlation", is_safe_value, cap=1024),
+        Rule("x-datadog-tags", is_safe_value, cap=512),
+        Rule("x-amzn-trace-id", is_safe_value, cap=512),
+    )
+}
+
+
+def generic_rule(name: str) -> Rule:
+    """The rule of a header without one of its own: any safe value within the cap; repeats are
+    joined, as RFC 9110 lets a recipient join a list header (and as WSGI servers do)."""
+    return Rule(name, is_safe_value)
+
+
+def rule_for(name: str) -> Rule:
+    return RULES.get(name) or generic_rule(name)
+
+
+def fragment_for(rule: Rule, cap: int) -> str:
+    """The fast matcher's pattern for values of ``rule`` within ``cap`` characters."""
+    if rule.fragment is None:
+        return rule.bounded_fragment(cap)
+    if rule.longest is not None and cap < rule.longest:
+        # No more than ``cap`` characters since the line began: a look behind from its end.
+        return f"(?:{rule.fragment})(?<![^\\n]{{{cap + 1}}})"
+    return rule.fragment
+
+
+def trace_ids(headers: Mapping[str, str], prefer_w3c: bool) -> tuple[str | None, str | None]:
+    """(trace id, span id) named by validated headers: the single ``b3`` header, else the
+    multi-header B3 ids, else ``traceparent`` (``traceparent`` first when W3C is preferred)."""
+    traceparent = headers.get(TRACEPARENT)
+    if prefer_w3c and traceparent is not None:
+        return traceparent[3:35], traceparent[36:52]
+    single = headers.get(B3)
+    if single is not None and len(single) > 1:
+        fields = single.split("-", 2)
+        return fields[0], fields[1]
+    trace_id = headers.get(B3_TRACE_ID)
+    if trace_id is not None:
+        return trace_id, headers[B3_SPAN_ID]
+    if traceparent is not None:
+        return traceparent[3:35], traceparent[36:52]
+    return None, None
+
+
+#: The trace context, decided as a whole outbound: a caller who sets one of
+#: ``TRACE_NAMING_NAMES`` on a call gets none of these forwarded beside it.
+TRACE_CONTEXT_NAMES = frozenset(name for name, rule in RULES.items() if rule.is_trace_context)
+TRACE_NAMING_NAMES = frozenset(name for name, rule in RULES.items() if rule.names_trace)

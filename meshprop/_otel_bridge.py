@@ -1,17 +1,12 @@
-"""What meshprop sends while an OpenTelemetry span is active, shared by the clients, the
-propagator and the logging filter.
+"""What OpenTelemetry adds to meshprop: the bridge that fills ``_tracing``'s slot when
+imported (``_tracing.tracing()`` imports it once the process has imported OpenTelemetry).
 
-This module imports OpenTelemetry, so nothing in the core imports it: ``_outbound`` loads it
-only once ``opentelemetry.trace`` is already in ``sys.modules``. A process without
-OpenTelemetry never pays for it.
-
-Two things live here. First, where a request served only by OpenTelemetry (a stock server
+Two things live here. Where a request served only by OpenTelemetry (a stock server
 instrumentation with ``OTEL_PROPAGATORS=meshprop``, no meshprop adapter) keeps its snapshot:
-``MeshPropagator.extract`` stores it in the OpenTelemetry context under ``SNAPSHOT_KEY``, and
-every meshprop read path here falls back to it when meshprop's own ContextVar is empty. Second,
-the headers for a span: the span's ids in B3 and W3C form, plus the snapshot's other headers
-(request id, baggage, routing headers) unchanged. The inbound trace headers are never sent
-beside them, since they name the caller's span, not this one.
+``MeshPropagator.extract`` stores it in the OpenTelemetry context under ``SNAPSHOT_KEY``. And the
+headers for a span: its ids in B3 and W3C form, plus the snapshot's other headers (request id,
+baggage, routing headers) unchanged; the inbound trace headers name the caller's span, so they
+are never sent beside them.
 """
 
 from __future__ import annotations
@@ -23,8 +18,8 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from . import _headers as h
-from ._config import Config
 from ._snapshot import CURRENT, Snapshot
+from ._tracing import join
 
 #: Where ``MeshPropagator.extract`` leaves the snapshot in the OpenTelemetry context.
 SNAPSHOT_KEY = otel_context.create_key("meshprop-snapshot")
@@ -142,34 +137,31 @@ def span_headers(
     return forwarded
 
 
-def headers_for_host(
-    snapshot: Snapshot | None, host: str | None, config: Config
-) -> Mapping[str, str] | None:
-    """``_outbound.headers_for_host`` when OpenTelemetry is loaded (``host=None``: no scope check).
+class _Bridge:
+    """The ``_tracing.Tracing`` meshprop's core asks."""
 
-    No request, no headers, as without OpenTelemetry; a span alone does not make a request.
-    With a request and an active span, the span's ids in B3 multi and W3C form, the format
-    ``MeshPropagator()`` injects by default, so a stock client instrumentation injecting after
-    meshprop's client overwrites exactly these trace headers and leaves no stale ones. The
-    mapping returned is shared: read it, never change it.
-    """
-    if snapshot is None:
-        snapshot = current_snapshot()
-    if snapshot is None or not snapshot.headers:
-        return None
-    if host is not None and not config._compiled_scope.includes_host(host):
-        return None
-    span = trace.get_current_span()
-    span_context = span.get_span_context()
-    if not span_context.is_valid:
-        return snapshot.headers
-    global _last_span_headers
-    last = _last_span_headers
-    if last is not None and last[0] is span_context and last[1] is snapshot:
-        return last[2]
-    forwarded = span_headers(span_context, parent_span_id(span), snapshot, "multi")
-    _last_span_headers = (span_context, snapshot, forwarded)
-    return forwarded
+    def stored_snapshot(self) -> Snapshot | None:
+        stored = otel_context.get_value(SNAPSHOT_KEY)
+        return stored if isinstance(stored, Snapshot) else None
+
+    def span_ids(self) -> tuple[str, str] | None:
+        return active_span_ids()
+
+    def headers_for(self, snapshot: Snapshot) -> Mapping[str, str]:
+        """With an active span, its ids in B3 multi and W3C form (what ``MeshPropagator()``
+        injects by default, so a stock client instrumentation injecting after meshprop
+        overwrites exactly these), else the snapshot's headers."""
+        global _last_span_headers
+        span = trace.get_current_span()
+        span_context = span.get_span_context()
+        if not span_context.is_valid:
+            return snapshot.headers
+        last = _last_span_headers
+        if last is not None and last[0] is span_context and last[1] is snapshot:
+            return last[2]
+        forwarded = span_headers(span_context, parent_span_id(span), snapshot, "multi")
+        _last_span_headers = (span_context, snapshot, forwarded)
+        return forwarded
 
 
 # The last headers built for a (span, snapshot) pair: every call a request makes inside one
@@ -184,3 +176,6 @@ def active_span_ids() -> tuple[str, str] | None:
     if not span_context.is_valid:
         return None
     return format(span_context.trace_id, "032x"), format(span_context.span_id, "016x")
+
+
+join(_Bridge())

@@ -1,68 +1,87 @@
 """What an outbound call adds: the current snapshot's headers, for destinations in scope.
 
-Every wrapped client asks here, so the scope rule, the "no request, no headers" rule and the
-OpenTelemetry rule are decided once for all of them.
-
-The OpenTelemetry rule: while a span is active, a client sends that span's ids instead of the
-trace headers that came in, so the app's spans and the sidecars' spans form one trace. Whether
-OpenTelemetry is in use is one dictionary lookup (is ``opentelemetry.trace`` imported?), and
-only then is ``_otel_bridge``, which imports OpenTelemetry, loaded: a process without
-OpenTelemetry never imports it and pays nothing else.
+Every client asks here, so the scope rule, the "no request, no headers" rule, the caller-wins
+rule and the OpenTelemetry rule (while a span is active, its ids replace the inbound trace
+headers) are decided once for all of them.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
+from typing import Generic, TypeVar
 
-from ._config import DEFAULT_CONFIG, Config
-from ._snapshot import CURRENT, Snapshot
+from . import _headers as h
+from ._config import Config
+from ._plan import Plan, plan_for
+from ._snapshot import CURRENT
+from ._tracing import tracing
 
-_OTEL_TRACE_MODULE = "opentelemetry.trace"
-_loaded_modules = sys.modules
-
-_HeadersWithSpan = Callable[[Snapshot | None, str | None, Config], Mapping[str, str] | None]
-_headers_with_span: _HeadersWithSpan | None = None
-
-
-def _otel_headers() -> _HeadersWithSpan:
-    global _headers_with_span
-    if _headers_with_span is None:
-        from ._otel_bridge import headers_for_host
-
-        _headers_with_span = headers_for_host
-    return _headers_with_span
+_Encoded = TypeVar("_Encoded")
 
 
 def outbound_headers(url: str | None = None, *, config: Config | None = None) -> dict[str, str]:
-    """The headers a wrapped client would add to a call to ``url``, as a new dict.
+    """The headers a client would add to a call to ``url``, as a new dict.
 
     With no URL the scope check is skipped; with one, a destination outside the propagation
-    scope gets nothing. Outside a request, nothing.
+    scope (or a URL that cannot be read unambiguously) gets nothing. Outside a request, nothing.
     """
-    config = config or DEFAULT_CONFIG
-    if url is not None and not config.in_scope(url):
+    plan = plan_for(config)
+    if url is not None and not plan.scope.includes_url(url):
         return {}
     snapshot = CURRENT.get()
-    if _OTEL_TRACE_MODULE in _loaded_modules:
-        forwarded = _otel_headers()(snapshot, None, config)
-        return dict(forwarded) if forwarded else {}
-    if snapshot is None:
-        return {}
-    return dict(snapshot.headers)
+    bridge = tracing()
+    if bridge is not None:
+        if snapshot is None:
+            snapshot = bridge.stored_snapshot()
+        return {} if snapshot is None else dict(bridge.headers_for(snapshot))
+    return {} if snapshot is None else dict(snapshot.headers)
 
 
-def headers_for_host(host: str, config: Config) -> Mapping[str, str] | None:
-    """The hot-path form for clients: the headers for a call to ``host``, or None.
-
-    Without an active OpenTelemetry span the mapping is the snapshot's own: read it, never
-    change it.
-    """
+def headers_for_host(host: str, plan: Plan) -> Mapping[str, str] | None:
+    """The clients' hot path: the headers for a call to ``host``, or None. The mapping is
+    shared: read it, never change it."""
     snapshot = CURRENT.get()
-    if _OTEL_TRACE_MODULE in _loaded_modules:
-        return (_headers_with_span or _otel_headers())(snapshot, host, config)
-    if snapshot is None or not snapshot.headers:
+    bridge = tracing()
+    if bridge is not None and snapshot is None:
+        snapshot = bridge.stored_snapshot()
+    if snapshot is None or not snapshot.headers or not plan.scope.includes_host(host):
         return None
-    if not config._compiled_scope.includes_host(host):
-        return None
+    if bridge is not None:
+        return bridge.headers_for(snapshot)
     return snapshot.headers
+
+
+def names_to_add(forwarded: Mapping[str, str], present: Collection[str]) -> tuple[str, ...]:
+    """The forwarded names a call gets when its caller set the (lower-case) names ``present``:
+    a header the caller set always wins, and a caller who set any trace header gets none of
+    the forwarded trace context, so one call never carries two traces."""
+    if any(name in present for name in h.TRACE_NAMING_NAMES):
+        return tuple(
+            name for name in forwarded if name not in present and name not in h.TRACE_CONTEXT_NAMES
+        )
+    return tuple(name for name in forwarded if name not in present)
+
+
+class EncodedCache(Generic[_Encoded]):
+    """The last snapshot's headers in a client's own form, built once per snapshot rather than
+    once per call (a handler usually makes several calls for one request). One entry, replaced
+    whole, so concurrent requests can only miss, never see another's headers, and memory does
+    not grow with traffic."""
+
+    __slots__ = ("_build", "_entry")
+
+    def __init__(self, build: Callable[[Mapping[str, str]], _Encoded]) -> None:
+        self._build = build
+        self._entry: tuple[Mapping[str, str], _Encoded] | None = None
+
+    def get(self, forwarded: Mapping[str, str]) -> _Encoded:
+        entry = self._entry
+        if entry is None or entry[0] is not forwarded:
+            entry = self._entry = (forwarded, self._build(forwarded))
+        return entry[1]
+
+
+def watched_names(forwarded: Mapping[str, str]) -> frozenset[str]:
+    """The names whose presence on a call changes what it gets: the forwarded ones, and the
+    trace headers (a caller's own trace context replaces the forwarded one)."""
+    return frozenset(forwarded) | h.TRACE_NAMING_NAMES

@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import sys
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import ParamSpec, Protocol, TypeVar
+
+from ._tracing import tracing
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -100,20 +101,16 @@ CURRENT: contextvars.ContextVar[Snapshot | None] = contextvars.ContextVar(
 )
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
-_OTEL_TRACE_MODULE = "opentelemetry.trace"
 
 
 def active() -> Snapshot | None:
     """The snapshot of the request being served: the adapter's, else the one OpenTelemetry's
-    ``MeshPropagator.extract`` keeps in its context for a request no meshprop adapter serves.
-
-    OpenTelemetry is consulted only when the process has already imported it.
-    """
+    ``MeshPropagator.extract`` keeps in its context for a request no meshprop adapter serves."""
     snapshot = CURRENT.get()
-    if snapshot is None and _OTEL_TRACE_MODULE in sys.modules:
-        from ._otel_bridge import current_snapshot
-
-        return current_snapshot()
+    if snapshot is None:
+        bridge = tracing()
+        if bridge is not None:
+            return bridge.stored_snapshot()
     return snapshot
 
 

@@ -52,8 +52,9 @@ from multidict import CIMultiDict  # noqa: E402
 from yarl import URL  # noqa: E402
 
 from ._capture import capture_multidict  # noqa: E402
-from ._config import DEFAULT_CONFIG, Config  # noqa: E402
-from ._outbound import headers_for_host  # noqa: E402
+from ._config import Config  # noqa: E402
+from ._outbound import EncodedCache, headers_for_host, names_to_add, watched_names  # noqa: E402
+from ._plan import Plan, plan_for  # noqa: E402
 from ._snapshot import CURRENT, mark_exception  # noqa: E402
 
 if TYPE_CHECKING:
@@ -80,12 +81,12 @@ def middleware(config: Config | None = None) -> Middleware:
     context; it is reset when the handler returns or raises. ``setup(app)`` installs it too, and
     also echoes the id where this middleware cannot (see the module docstring).
     """
-    config = config or DEFAULT_CONFIG
-    echo_name = config._echo_name
+    plan = plan_for(config)
+    echo_name = plan.echo_name
 
     @web.middleware
     async def meshprop_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        snapshot = capture_multidict(request.headers, config)
+        snapshot = capture_multidict(request.headers, plan)
         request_id = snapshot.request_id
         request[_REQUEST_ID_KEY] = request_id
         token = CURRENT.set(snapshot)
@@ -113,9 +114,8 @@ def setup(app: web.Application, config: Config | None = None) -> None:
 
     Call it before the app starts (aiohttp freezes its middlewares and signals then).
     """
-    config = config or DEFAULT_CONFIG
     app.middlewares.insert(0, middleware(config))
-    echo_name = config._echo_name
+    echo_name = plan_for(config).echo_name
     if echo_name is None:
         return
 
@@ -140,17 +140,17 @@ def trace_config(config: Config | None = None) -> TraceConfig:
     except those the caller set (names compared case-insensitively). On a redirect the headers
     meshprop added are taken back, then added again only if the next host is in scope too.
     """
-    config = config or DEFAULT_CONFIG
+    plan = plan_for(config)
 
     async def on_request_start(
         session: _ClientSession, context: SimpleNamespace, params: TraceRequestStartParams
     ) -> None:
-        _forward(context, params.headers, params.url.host, config)
+        _forward(context, params.headers, params.url.host, plan)
 
     async def on_request_redirect(
         session: _ClientSession, context: SimpleNamespace, params: TraceRequestRedirectParams
     ) -> None:
-        _forward(context, params.headers, _next_host(params), config)
+        _forward(context, params.headers, _next_host(params), plan)
 
     tracing = TraceConfig()
     tracing.on_request_start.append(on_request_start)
@@ -166,52 +166,39 @@ def client_middleware(config: Config | None = None) -> ClientMiddlewareType:
     scope never sees what meshprop added to an earlier one. Put it last among the session's
     middlewares, so a header another middleware sets counts as the caller's.
     """
-    config = config or DEFAULT_CONFIG
+    plan = plan_for(config)
 
     async def meshprop_client_middleware(
         request: ClientRequest, handler: ClientHandlerType
     ) -> ClientResponse:
         host = request.url.host
-        forwarded = None if host is None else headers_for_host(host, config)
+        forwarded = None if host is None else headers_for_host(host, plan)
         if forwarded is not None:
             headers = request.headers
-            encoded = _last_encoded
-            if encoded is None or encoded.forwarded is not forwarded:
-                encoded = _encode(forwarded)
-            if encoded.names.isdisjoint(map(str.lower, headers)):
+            encoded = _encoded.get(forwarded)
+            if encoded.watched.isdisjoint(map(str.lower, headers)):
                 headers.extend(encoded.headers)
             else:
-                for name, value in forwarded.items():
-                    if name not in headers:
-                        headers[name] = value
+                present = {name.lower() for name in headers}
+                for name in names_to_add(forwarded, present):
+                    headers[name] = forwarded[name]
         return await handler(request)
 
     return meshprop_client_middleware
 
 
 class _Encoded:
-    """One snapshot's headers as a ``CIMultiDict``, made once per snapshot rather than once per
-    call (a handler usually makes several calls for one request): when the caller set none of
-    them, which one C-level pass over the request's few header names tells, ``extend`` adds
-    them all in one call instead of a case-insensitive lookup and an insert per header."""
+    """One snapshot's headers as a ``CIMultiDict``: when the caller set none of the names that
+    matter, one ``extend`` adds them all."""
 
-    __slots__ = ("forwarded", "headers", "names")
+    __slots__ = ("headers", "watched")
 
     def __init__(self, forwarded: Mapping[str, str]) -> None:
-        self.forwarded = forwarded
-        self.names = frozenset(forwarded)  # already lower-case
+        self.watched = watched_names(forwarded)
         self.headers = CIMultiDict(forwarded)
 
 
-# The last snapshot's headers, encoded. One entry, replaced whole, so concurrent requests can
-# only miss, never see another's headers, and memory does not grow with traffic.
-_last_encoded: _Encoded | None = None
-
-
-def _encode(forwarded: Mapping[str, str]) -> _Encoded:
-    global _last_encoded
-    encoded = _last_encoded = _Encoded(forwarded)
-    return encoded
+_encoded = EncodedCache(_Encoded)
 
 
 def ClientSession(*args: Any, config: Config | None = None, **kwargs: Any) -> _ClientSession:
@@ -229,7 +216,7 @@ def ClientSession(*args: Any, config: Config | None = None, **kwargs: Any) -> _C
 
 
 def _forward(
-    context: SimpleNamespace, headers: CIMultiDict[str], host: str | None, config: Config
+    context: SimpleNamespace, headers: CIMultiDict[str], host: str | None, plan: Plan
 ) -> None:
     """Make ``headers`` carry what a call to ``host`` should get, and remember what was added.
 
@@ -244,14 +231,12 @@ def _forward(
         context.meshprop_added = None
     if host is None:
         return
-    forwarded_now = headers_for_host(host, config)
+    forwarded_now = headers_for_host(host, plan)
     if forwarded_now is None:
         return
-    names = []
-    for name, value in forwarded_now.items():
-        if name not in headers:
-            headers[name] = value
-            names.append(name)
+    names = list(names_to_add(forwarded_now, {name.lower() for name in headers}))
+    for name in names:
+        headers[name] = forwarded_now[name]
     if names:
         context.meshprop_added = (forwarded_now, names)
 

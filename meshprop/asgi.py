@@ -21,7 +21,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from ._capture import capture_asgi
-from ._config import DEFAULT_CONFIG, Config
+from ._config import Config
+from ._plan import plan_for
 from ._snapshot import CURRENT, mark_exception
 
 Scope = MutableMapping[str, Any]
@@ -50,8 +51,9 @@ class MeshPropMiddleware:
 
     def __init__(self, app: ASGIApp, config: Config | None = None) -> None:
         self.app = app
-        self.config = config or DEFAULT_CONFIG
-        self._echo_name = self.config._echo_name_bytes
+        self._plan = plan_for(config)
+        self.config = self._plan.config
+        self._echo_name = self._plan.echo_name_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response_starts = _RESPONSE_STARTS.get(scope["type"])
@@ -65,7 +67,7 @@ class MeshPropMiddleware:
             # the app both (a changed scope is a copy, as ASGI asks of middleware).
             headers = list(headers)
             scope = {**scope, "headers": headers}
-        snapshot = capture_asgi(headers, self.config)
+        snapshot = capture_asgi(headers, self._plan)
         request_id = snapshot.request_id
         token = CURRENT.set(snapshot)
         try:

@@ -19,9 +19,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._config import DEFAULT_CONFIG, Config
+from ._config import Config
 from ._extras import require
-from ._outbound import headers_for_host
+from ._outbound import EncodedCache, headers_for_host, names_to_add, watched_names
+from ._plan import Plan, plan_for
 
 require("httpx", "httpx")
 
@@ -56,11 +57,11 @@ class _Forwarding:
     """What both clients add to httpx: the forwarded headers on every request they build, and a
     fresh decision on each redirect hop."""
 
-    _meshprop_config: Config
+    _meshprop_plan: Plan
 
     def build_request(self, *args: Any, **kwargs: Any) -> httpx.Request:
         request: httpx.Request = super().build_request(*args, **kwargs)  # type: ignore[misc]
-        _add_forwarded(request, self._meshprop_config)
+        _add_forwarded(request, self._meshprop_plan)
         return request
 
     def _build_redirect_request(
@@ -69,7 +70,7 @@ class _Forwarding:
         next_request: httpx.Request = super()._build_redirect_request(  # type: ignore[misc]
             request, response
         )
-        _readdress(request, next_request, self._meshprop_config)
+        _readdress(request, next_request, self._meshprop_plan)
         return next_request
 
 
@@ -83,7 +84,7 @@ class Client(_Forwarding, httpx.Client):
 
     def __init__(self, *, config: Config | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._meshprop_config = config or DEFAULT_CONFIG
+        self._meshprop_plan = plan_for(config)
 
 
 class AsyncClient(_Forwarding, httpx.AsyncClient):
@@ -96,80 +97,62 @@ class AsyncClient(_Forwarding, httpx.AsyncClient):
 
     def __init__(self, *, config: Config | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._meshprop_config = config or DEFAULT_CONFIG
+        self._meshprop_plan = plan_for(config)
 
 
-def _add_forwarded(request: httpx.Request, config: Config) -> None:
+def _add_forwarded(request: httpx.Request, plan: Plan) -> None:
     """Add to ``request`` the forwarded headers its caller did not set.
 
-    This is the per-call hot path. ``Headers.__contains__`` and ``__setitem__`` each scan the
-    whole header list, so checking and adding nine headers one by one would cost more than the
-    rest of httpx's header handling; instead the lower-case names already present are checked
-    against the forwarded ones in one pass over the list, and the missing headers are appended,
-    ready-encoded, to the list ``Headers`` keeps (raw name, lower-case name, value), the layout
-    every ``Headers`` method reads.
+    The lower-case names already present are checked in one pass over the list ``Headers``
+    keeps (raw name, lower-case name, value), and the missing headers are appended to it,
+    ready-encoded: ``Headers.__contains__`` and ``__setitem__`` each scan the whole list.
     """
     extensions = request.extensions
     if OPT_OUT in extensions and extensions[OPT_OUT] is False:
         return
-    forwarded = headers_for_host(request.url.host, config)
+    forwarded = headers_for_host(request.url.host, plan)
     if forwarded is None:
         return
-    encoded = _last_encoded
-    if encoded is None or encoded.forwarded is not forwarded:
-        encoded = _encode(forwarded)
+    encoded = _encoded.get(forwarded)
     items = request.headers._list
-    lower_names = encoded.lower_names
+    watched = encoded.watched
     for _, lower_name, _ in items:
-        if lower_name in lower_names:
+        if lower_name in watched:
             break
     else:  # the caller set none of them: the usual case
         items += encoded.entries
         request._meshprop_added_headers = encoded.names  # type: ignore[attr-defined]
         return
-    present = {lower_name for _, lower_name, _ in items}
-    added: list[str] = []
-    for entry, name in zip(encoded.entries, encoded.names, strict=True):
-        if entry[1] not in present:
-            items.append(entry)
-            added.append(name)
+    present = {lower_name.decode("latin-1") for _, lower_name, _ in items}
+    added = names_to_add(forwarded, present)
+    for name in added:
+        items.append(encoded.entries[encoded.names.index(name)])
     if added:
-        request._meshprop_added_headers = tuple(added)  # type: ignore[attr-defined]
+        request._meshprop_added_headers = added  # type: ignore[attr-defined]
 
 
 class _Encoded:
-    """One snapshot's headers encoded the way ``Headers`` stores them, made once per snapshot
-    rather than once per call: a handler usually makes several calls for one request."""
+    """One snapshot's headers encoded the way ``Headers`` stores them."""
 
-    __slots__ = ("entries", "forwarded", "lower_names", "names")
+    __slots__ = ("entries", "names", "watched")
 
     def __init__(self, forwarded: Mapping[str, str]) -> None:
-        self.forwarded = forwarded
         self.names = tuple(forwarded)
         entries = []
         for name, value in forwarded.items():
             raw_name = name.encode("latin-1")
             entries.append((raw_name, raw_name, value.encode("latin-1")))
         self.entries = tuple(entries)
-        self.lower_names = frozenset(entry[1] for entry in self.entries)
+        self.watched = frozenset(name.encode("latin-1") for name in watched_names(forwarded))
 
 
-# The last snapshot's headers, encoded: the calls one request makes in a row reuse them. One
-# entry, replaced whole, so concurrent requests can only miss, never see another's headers, and
-# memory does not grow with traffic.
-_last_encoded: _Encoded | None = None
+_encoded = EncodedCache(_Encoded)
 
 
-def _encode(forwarded: Mapping[str, str]) -> _Encoded:
-    global _last_encoded
-    encoded = _last_encoded = _Encoded(forwarded)
-    return encoded
-
-
-def _readdress(previous: httpx.Request, next_request: httpx.Request, config: Config) -> None:
+def _readdress(previous: httpx.Request, next_request: httpx.Request, plan: Plan) -> None:
     """Take the headers meshprop added to ``previous`` off the redirect hop that copied them,
     then add them again if the hop's host is inside the scope."""
     headers = next_request.headers
     for name in getattr(previous, "_meshprop_added_headers", ()):
         headers.pop(name, None)
-    _add_forwarded(next_request, config)
+    _add_forwarded(next_request, plan)

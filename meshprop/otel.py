@@ -35,7 +35,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor  # noqa: E
 
 from . import _headers as h  # noqa: E402
 from ._capture import capture_pairs  # noqa: E402
-from ._config import DEFAULT_CONFIG, Config  # noqa: E402
+from ._config import PREFERENCES, Config  # noqa: E402
 from ._otel_bridge import (  # noqa: E402
     B3_FORMATS,
     B3_MULTI_NAMES,
@@ -48,6 +48,7 @@ from ._otel_bridge import (  # noqa: E402
     same_trace,
     span_headers,
 )
+from ._plan import plan_for  # noqa: E402
 
 __all__ = ["REQUEST_ID_ATTRIBUTE", "MeshPropagator", "RequestIdSpanProcessor"]
 
@@ -65,9 +66,9 @@ class MeshPropagator(TextMapPropagator):
     ``b3``: which B3 headers ``inject`` writes: ``"multi"`` (the default, as Istio's Zipkin
     setup sends), ``"single"`` or ``"both"``; W3C ``traceparent``/``tracestate`` are always
     written. ``prefer``: which inbound context becomes the parent when B3 and W3C both arrive
-    and name different spans. ``"b3"`` by default: in an Istio mesh the sidecar rewrites B3 for
-    its own span, while a ``traceparent`` beside it was copied through from further upstream,
-    and ``meshprop.trace_id()`` reads B3 first too. ``config``: which headers count, as
+    and name different spans; by default the Config's (``MESHPROP_PREFER``): ``"b3"`` where
+    the sidecars rewrite B3 (Istio's Zipkin provider), ``"w3c"`` where they rewrite only
+    ``traceparent`` (its OpenTelemetry provider). ``config``: which headers count, as
     everywhere in meshprop.
 
     ``extract`` never raises and never stores an invalid context; it does not make up a request
@@ -76,18 +77,22 @@ class MeshPropagator(TextMapPropagator):
     """
 
     def __init__(
-        self, *, b3: str = "multi", prefer: str = "b3", config: Config | None = None
+        self, *, b3: str = "multi", prefer: str | None = None, config: Config | None = None
     ) -> None:
         if b3 not in B3_FORMATS:
             raise ValueError(f"b3={b3!r}: expected one of {', '.join(B3_FORMATS)}")
-        if prefer not in ("b3", "w3c"):
+        plan = plan_for(config)
+        prefer = plan.config.prefer if prefer is None else prefer
+        if prefer not in PREFERENCES:
             raise ValueError(f"prefer={prefer!r}: expected 'b3' or 'w3c'")
-        self._config = config or DEFAULT_CONFIG
-        self._capture_config = dataclasses.replace(self._config, request_id_generator=None)
+        self._capture_plan = plan_for(
+            dataclasses.replace(plan.config, request_id_generator=None, prefer=prefer)
+        )
         self._b3_format = b3
         self._prefer_w3c = prefer == "w3c"
-        self._names = frozenset(self._config._forwarded_names)
-        written = set(self._config._forwarded_names) | set(W3C_NAMES)
+        self._names = plan.forwarded_name_set
+        self._prefixes = plan.prefixes
+        written = set(plan.forwarded_names) | set(W3C_NAMES)
         if b3 != "single":
             written.update(B3_MULTI_NAMES)
         if b3 != "multi":
@@ -113,7 +118,7 @@ class MeshPropagator(TextMapPropagator):
             context = Context()
         try:
             pairs = self._read(carrier, getter)
-            snapshot = capture_pairs(pairs, self._capture_config)
+            snapshot = capture_pairs(pairs, self._capture_plan)
             if not snapshot.headers:
                 return context
             span_context = self._parent(snapshot.headers)
@@ -153,7 +158,7 @@ class MeshPropagator(TextMapPropagator):
         without ``keys`` is asked for each configured name in lower case instead.
         """
         names = self._names
-        prefixes = self._config._prefixes
+        prefixes = self._prefixes
         try:
             keys: Iterable[str] = getter.keys(carrier)
         except Exception:

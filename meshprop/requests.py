@@ -17,9 +17,10 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._config import DEFAULT_CONFIG, Config
+from ._config import Config
 from ._extras import require
-from ._outbound import headers_for_host
+from ._outbound import EncodedCache, headers_for_host, names_to_add, watched_names
+from ._plan import plan_for
 
 require("requests", "requests")
 
@@ -30,8 +31,10 @@ from requests.structures import CaseInsensitiveDict  # noqa: E402
 __all__ = ["Session"]
 
 # On the copy that was sent, ``_meshprop_added_headers`` holds the names of the headers meshprop
-# added to it (set as a plain attribute: cheaper than ``setattr``).
+# added to it; on a prepared request, ``_meshprop_removed_headers`` the names its caller set to
+# None (requests' way to remove a header, which leaves no trace in the prepared headers).
 _ADDED_ATTRIBUTE = "_meshprop_added_headers"
+_REMOVED_ATTRIBUTE = "_meshprop_removed_headers"
 
 
 class Session(requests.Session):
@@ -47,10 +50,31 @@ class Session(requests.Session):
 
     def __init__(self, *, config: Config | None = None) -> None:
         super().__init__()
-        self.meshprop_config = config or DEFAULT_CONFIG
+        self._meshprop_plan = plan_for(config)
+
+    @property
+    def meshprop_config(self) -> Config:
+        return self._meshprop_plan.config
+
+    @meshprop_config.setter
+    def meshprop_config(self, config: Config) -> None:
+        self._meshprop_plan = plan_for(config)
+
+    def prepare_request(self, request: requests.Request) -> PreparedRequest:
+        prepared = super().prepare_request(request)
+        removed = [
+            str(name).lower()
+            for headers in (request.headers, self.headers)
+            if headers
+            for name, value in headers.items()
+            if value is None
+        ]
+        if removed:
+            setattr(prepared, _REMOVED_ATTRIBUTE, frozenset(removed))
+        return prepared
 
     def send(self, request: PreparedRequest, **kwargs: Any) -> Response:
-        forwarded = headers_for_host(_host(str(request.url)), self.meshprop_config)
+        forwarded = headers_for_host(_host(str(request.url)), self._meshprop_plan)
         if forwarded:
             request = _with_headers(request, forwarded)
         return super().send(request, **kwargs)
@@ -103,17 +127,16 @@ def _with_headers(request: PreparedRequest, forwarded: Mapping[str, str]) -> Pre
     or a digest-auth retry copies the request before writing to its jar).
     """
     headers = request.headers
-    if type(headers) is not _STORED_HEADERS:  # a caller replaced them: the plain way
-        return _with_headers_copied(request, forwarded)
-    encoded = _last_encoded
-    if encoded is None or encoded.forwarded is not forwarded:
-        encoded = _encode(forwarded)
+    removed = getattr(request, _REMOVED_ATTRIBUTE, None)
+    if type(headers) is not _STORED_HEADERS or removed:  # the plain way
+        return _with_headers_copied(request, forwarded, removed or frozenset())
+    encoded = _encoded.get(forwarded)
     store = headers._store  # type: ignore[attr-defined]
-    if encoded.names_set.isdisjoint(store):
+    if encoded.watched.isdisjoint(store):
         missing = encoded.names
         entries = encoded.entries
     else:
-        missing = tuple(name for name in encoded.names if name not in store)
+        missing = names_to_add(forwarded, store)
         if not missing:
             return request
         entries = {name: encoded.entries[name] for name in missing}
@@ -124,45 +147,36 @@ def _with_headers(request: PreparedRequest, forwarded: Mapping[str, str]) -> Pre
     sent = PreparedRequest.__new__(PreparedRequest)
     sent.__dict__.update(request.__dict__)
     sent.headers = sent_headers
-    sent._meshprop_added_headers = missing  # type: ignore[attr-defined]
+    setattr(sent, _ADDED_ATTRIBUTE, missing)
     return sent
 
 
-def _with_headers_copied(request: PreparedRequest, forwarded: Mapping[str, str]) -> PreparedRequest:
+def _with_headers_copied(
+    request: PreparedRequest, forwarded: Mapping[str, str], removed: frozenset[str]
+) -> PreparedRequest:
     """``_with_headers`` through the public ``Mapping`` and ``copy`` API, for any headers (a
     plain ``dict`` too: names are compared in lower case)."""
-    present = {str(name).lower() for name in request.headers}
-    missing = tuple(name for name in forwarded if name not in present)
+    present = {str(name).lower() for name in request.headers} | removed
+    missing = names_to_add(forwarded, present)
     if not missing:
         return request
     sent = request.copy()
     sent_headers = sent.headers
     for name in missing:
         sent_headers[name] = forwarded[name]
-    sent._meshprop_added_headers = missing  # type: ignore[attr-defined]
+    setattr(sent, _ADDED_ATTRIBUTE, missing)
     return sent
 
 
 class _Encoded:
-    """One snapshot's headers in the layout of ``CaseInsensitiveDict._store``, made once per
-    snapshot rather than once per call: a handler usually makes several calls for one
-    request."""
+    """One snapshot's headers in the layout of ``CaseInsensitiveDict._store``."""
 
-    __slots__ = ("entries", "forwarded", "names", "names_set")
+    __slots__ = ("entries", "names", "watched")
 
     def __init__(self, forwarded: Mapping[str, str]) -> None:
-        self.forwarded = forwarded
         self.names = tuple(forwarded)  # already lower-case
-        self.names_set = frozenset(self.names)
+        self.watched = watched_names(forwarded)
         self.entries = {name: (name, value) for name, value in forwarded.items()}
 
 
-# The last snapshot's headers, encoded. One entry, replaced whole, so concurrent requests can
-# only miss, never see another's headers, and memory does not grow with traffic.
-_last_encoded: _Encoded | None = None
-
-
-def _encode(forwarded: Mapping[str, str]) -> _Encoded:
-    global _last_encoded
-    encoded = _last_encoded = _Encoded(forwarded)
-    return encoded
+_encoded = EncodedCache(_Encoded)

@@ -30,7 +30,8 @@ from types import TracebackType
 from typing import Any
 
 from ._capture import capture_environ
-from ._config import DEFAULT_CONFIG, Config
+from ._config import Config
+from ._plan import plan_for
 from ._snapshot import CURRENT, Snapshot, mark_exception
 
 Environ = dict[str, Any]
@@ -55,11 +56,12 @@ class MeshPropMiddleware:
 
     def __init__(self, app: WSGIApp, config: Config | None = None) -> None:
         self.app = app
-        self.config = config or DEFAULT_CONFIG
-        self._echo_name = self.config._echo_name
+        self._plan = plan_for(config)
+        self.config = self._plan.config
+        self._echo_name = self._plan.echo_name
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        snapshot = capture_environ(environ, self.config)
+        snapshot = capture_environ(environ, self._plan)
         request_id = snapshot.request_id
         echo_name = self._echo_name
         if echo_name is not None and request_id is not None:

@@ -402,8 +402,8 @@ def test_config_is_a_plain_attribute() -> None:
 
     middleware = MeshPropMiddleware(app, config=config)
     assert middleware.app is app
-    assert middleware.config is config
-    assert MeshPropMiddleware(app).config is meshprop._config.DEFAULT_CONFIG
+    assert middleware.config == config
+    assert MeshPropMiddleware(app).config == Config()
 
 
 def test_reachable_from_a_plain_import() -> None:

@@ -273,7 +273,24 @@ async def test_a_client_default_header_wins(api: Api) -> None:
     with meshprop.bind(ISTIO):
         await api.get(client, "http://payment-service/")
     assert recorder.last.values("traceparent") == [traceparent]
-    assert recorder.last.forwarded() == {**ISTIO, "traceparent": traceparent}
+    # The caller's trace context replaces the forwarded one as a whole: one trace per call.
+    assert recorder.last.forwarded() == {
+        "x-request-id": ISTIO["x-request-id"],
+        "traceparent": traceparent,
+    }
+
+
+@pytest.mark.parametrize("name", ["traceparent", "b3", "X-B3-TraceId", "x-b3-spanid"])
+async def test_a_caller_trace_header_replaces_the_forwarded_trace_context(
+    api: Api, name: str
+) -> None:
+    client, recorder = api.recording_client()
+    with meshprop.bind(ISTIO):
+        await api.get(client, "http://payment-service/", headers={name: "callers-own"})
+    assert recorder.last.forwarded() == {
+        "x-request-id": ISTIO["x-request-id"],
+        name.lower(): "callers-own",
+    }
 
 
 async def test_a_request_header_wins_over_the_client_default_and_meshprop(api: Api) -> None:

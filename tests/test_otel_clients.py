@@ -28,8 +28,8 @@ import meshprop.aiohttp
 import meshprop.httpx
 import meshprop.requests
 from meshprop import Config
-from meshprop._config import DEFAULT_CONFIG
 from meshprop._outbound import headers_for_host
+from meshprop._plan import plan_for
 from meshprop.otel import MeshPropagator
 from tests.recording_server import recording_server
 
@@ -222,13 +222,13 @@ def test_headers_for_host_follows_the_span_the_scope_and_the_request(
     provider, _ = spans
     tracer = provider.get_tracer("test")
     with tracer.start_as_current_span("no request"):
-        assert headers_for_host("payments", DEFAULT_CONFIG) is None  # a span is not a request
+        assert headers_for_host("payments", plan_for()) is None  # a span is not a request
     with serving(provider, INBOUND) as span:
-        assert headers_for_host("example.com", DEFAULT_CONFIG) is None  # out of scope
-        forwarded = headers_for_host("payments", DEFAULT_CONFIG)
+        assert headers_for_host("example.com", plan_for()) is None  # out of scope
+        forwarded = headers_for_host("payments", plan_for())
         assert forwarded is not None
         assert forwarded["x-b3-spanid"] == hex_ids(span)[1]
-        everywhere = headers_for_host("example.com", Config(scope="all"))
+        everywhere = headers_for_host("example.com", plan_for(Config(scope="all")))
         assert everywhere is not None and everywhere["x-request-id"] == "req-1"
 
 
@@ -240,7 +240,7 @@ def test_a_request_served_by_opentelemetry_alone_reaches_the_clients(
     token = otel_context.attach(MeshPropagator().extract(INBOUND))
     try:
         with provider.get_tracer("test").start_as_current_span("server") as span:
-            forwarded = headers_for_host("payments", DEFAULT_CONFIG)
+            forwarded = headers_for_host("payments", plan_for())
     finally:
         otel_context.detach(token)
     assert forwarded is not None
@@ -255,7 +255,7 @@ def test_two_requests_in_one_span_never_share_headers(
     with provider.get_tracer("test").start_as_current_span("worker") as span:
         for request_id in ("first", "second", "first"):
             with meshprop.bind({"x-request-id": request_id}):
-                forwarded = headers_for_host("payments", DEFAULT_CONFIG)
+                forwarded = headers_for_host("payments", plan_for())
                 assert forwarded is not None
                 assert forwarded["x-request-id"] == request_id
                 assert forwarded["x-b3-spanid"] == hex_ids(span)[1]

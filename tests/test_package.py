@@ -7,10 +7,14 @@ an import the package makes by itself.
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+import meshprop
 
 FRAMEWORKS = ("starlette", "fastapi", "flask", "werkzeug", "httpx", "requests", "aiohttp")
 
@@ -55,3 +59,52 @@ def test_adapters_without_a_framework_import_alone(adapter: str) -> None:
     blocked = "; ".join(f"sys.modules[{name!r}] = None" for name in FRAMEWORKS)
     result = run_python(f"import sys; {blocked}; import meshprop.{adapter}")
     assert result.returncode == 0, result.stderr
+
+
+CORE = sorted(
+    path.stem for path in Path(meshprop.__file__).parent.glob("_*.py") if path.stem != "__init__"
+)
+
+
+@pytest.mark.parametrize("module", CORE)
+def test_every_core_module_imports_alone(module: str) -> None:
+    result = run_python(f"import meshprop.{module}")
+    assert result.returncode == 0, result.stderr
+
+
+def _imports_of(module: str) -> set[str]:
+    """The meshprop modules ``module`` imports when it runs: module level, outside
+    ``TYPE_CHECKING``, and inside functions too."""
+    tree = ast.parse((Path(meshprop.__file__).parent / f"{module}.py").read_text())
+    type_only = {
+        id(node)
+        for guard in ast.walk(tree)
+        if isinstance(guard, ast.If) and "TYPE_CHECKING" in ast.unparse(guard.test)
+        for node in ast.walk(guard)
+    }
+    return {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        and node.level == 1
+        and node.module is not None
+        and id(node) not in type_only
+    }
+
+
+def test_the_core_imports_in_one_direction() -> None:
+    """Settings -> plan -> engine: no import cycle among the core modules, not even one held
+    together by an import inside a function."""
+    graph = {module: _imports_of(module) & set(CORE) for module in CORE}
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, " -> ".join((*path, module))
+        if module not in done:
+            for imported in graph[module]:
+                visit(imported, (*path, module))
+            done.add(module)
+
+    for module in CORE:
+        visit(module, ())
+    assert "_otel_bridge" not in set().union(*(graph[m] for m in CORE if m != "_otel_bridge"))

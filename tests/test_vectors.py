@@ -17,7 +17,11 @@ import pytest
 import meshprop
 from meshprop._capture import capture_asgi, capture_environ, capture_pairs
 from meshprop._config import DEFAULT_CONFIG
+from meshprop._plan import plan_for
 from meshprop._snapshot import Snapshot
+
+# Every rule is checked with the fast matcher and with the general path alone.
+pytestmark = pytest.mark.usefixtures("capture_path")
 
 VECTORS = Path(__file__).parent / "vectors"
 REQUEST_ID = "vector-request-id"
@@ -52,15 +56,17 @@ def _from_snapshot(snapshot: Snapshot) -> tuple[Mapping[str, str], Any, Any]:
 
 ROUTES: dict[str, Callable[[list[tuple[str, str]]], tuple[Mapping[str, str], Any, Any]]] = {
     "bind": _via_bind,
-    "pairs": lambda pairs: _from_snapshot(capture_pairs(pairs, DEFAULT_CONFIG)),
+    "pairs": lambda pairs: _from_snapshot(capture_pairs(pairs, plan_for(DEFAULT_CONFIG))),
     "asgi": lambda pairs: _from_snapshot(
         capture_asgi(
             # ASGI servers deliver lower-case names and the raw bytes of the value.
             [(n.lower().encode("latin-1"), v.encode("utf-8")) for n, v in pairs],
-            DEFAULT_CONFIG,
+            plan_for(DEFAULT_CONFIG),
         )
     ),
-    "environ": lambda pairs: _from_snapshot(capture_environ(_environ(pairs), DEFAULT_CONFIG)),
+    "environ": lambda pairs: _from_snapshot(
+        capture_environ(_environ(pairs), plan_for(DEFAULT_CONFIG))
+    ),
 }
 
 
