@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _headers as h
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 # An absent header's line: joins as an empty line, yet is told apart by identity from an empty
 # value the server delivered (``b""`` is a shared singleton, a bytearray never is).
 _ABSENT = bytearray()
+_has_value = itemgetter(1)
 _BOUNDED_REPEAT = re.compile(r"(\{[0-9]+(?:,[0-9]+)?\})")
 
 
@@ -101,17 +103,21 @@ class FastPath:
 
     __slots__ = (
         "_absent_lines",
+        "_b3_ids_line",
+        "_b3_line",
+        "_b3_span_line",
         "_blank_lines",
         "_environ_keys",
         "_generate",
-        "_id_sources",
         "_keeps_received_id",
         "_line_by_bytes",
         "_match_bytes",
         "_match_text",
         "_names",
+        "_prefer_w3c",
         "_reads_request_id",
         "_repeat_sensitive_names",
+        "_traceparent_line",
         "pattern",
     )
 
@@ -147,17 +153,14 @@ class FastPath:
         )
         self._environ_keys = tuple("HTTP_" + n.upper().replace("-", "_") for n in names)
         line_of = {name: line for line, name in enumerate(names)}
-        # Where the trace ids are read from, in order of preference: (kind, trace line, span
-        # line) for ``b3``, the multi-header ids, and ``traceparent``.
-        sources = []
-        if h.B3 in line_of:
-            sources.append(("b3", line_of[h.B3], -1))
-        if h.B3_TRACE_ID in line_of and h.B3_SPAN_ID in line_of:
-            sources.append(("b3-ids", line_of[h.B3_TRACE_ID], line_of[h.B3_SPAN_ID]))
-        if h.TRACEPARENT in line_of:
-            source = ("w3c", line_of[h.TRACEPARENT], -1)
-            sources.insert(0 if plan.prefer_w3c else len(sources), source)
-        self._id_sources = tuple(sources)
+        # Where the trace ids are read from (-1: not forwarded): b3, the multi-header ids, and
+        # traceparent, in that order unless W3C is preferred.
+        self._b3_line = line_of.get(h.B3, -1)
+        has_ids = h.B3_TRACE_ID in line_of and h.B3_SPAN_ID in line_of
+        self._b3_ids_line = line_of[h.B3_TRACE_ID] if has_ids else -1
+        self._b3_span_line = line_of[h.B3_SPAN_ID] if has_ids else -1
+        self._traceparent_line = line_of.get(h.TRACEPARENT, -1)
+        self._prefer_w3c = plan.prefer_w3c
         pattern = "\n".join(lines)
         if sys.version_info >= (3, 11):
             pattern = possessive(pattern)
@@ -237,16 +240,17 @@ class FastPath:
         values = text.split("\n")
         if self._reads_request_id:
             values[0] = request_id or ""
-        headers = {name: value for name, value in zip(self._names, values, strict=True) if value}
-        for kind, trace_line, span_line in self._id_sources:
-            value = values[trace_line]
-            if kind == "b3-ids":
-                if value:
-                    return headers, value, values[span_line]
-            elif kind == "b3":
-                if len(value) > 1:  # not a lone sampling decision
-                    fields = value.split("-", 2)
-                    return headers, fields[0], fields[1]
-            elif value:
-                return headers, value[3:35], value[36:52]
+        headers = dict(filter(_has_value, zip(self._names, values, strict=True)))
+        traceparent = values[self._traceparent_line] if self._traceparent_line >= 0 else ""
+        if traceparent and self._prefer_w3c:
+            return headers, traceparent[3:35], traceparent[36:52]
+        if self._b3_line >= 0:
+            b3 = values[self._b3_line]
+            if len(b3) > 1:  # not a lone sampling decision
+                fields = b3.split("-", 2)
+                return headers, fields[0], fields[1]
+        if self._b3_ids_line >= 0 and values[self._b3_ids_line]:
+            return headers, values[self._b3_ids_line], values[self._b3_span_line]
+        if traceparent:
+            return headers, traceparent[3:35], traceparent[36:52]
         return headers, None, None
