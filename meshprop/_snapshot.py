@@ -29,9 +29,21 @@ class Snapshot:
     A snapshot from the fast path arrives as the validated lines of its headers, and the dict
     and the trace ids are built from them the first time something reads them: a request whose
     code never forwards or logs a trace id never pays for them.
+
+    ``has_ended`` is set by the adapter when its request is over. Reads ignore it: work the
+    request started keeps its headers after the response.
     """
 
-    __slots__ = ("_headers", "_lines", "_span_id", "_trace_id", "_unpacker", "_view", "request_id")
+    __slots__ = (
+        "_headers",
+        "_lines",
+        "_span_id",
+        "_trace_id",
+        "_unpacker",
+        "_view",
+        "has_ended",
+        "request_id",
+    )
 
     def __init__(
         self,
@@ -49,6 +61,7 @@ class Snapshot:
         self._lines = lines
         self._unpacker = unpacker
         self._view: Mapping[str, str] | None = None
+        self.has_ended = False
 
     @property
     def headers(self) -> dict[str, str]:

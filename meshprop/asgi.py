@@ -18,6 +18,7 @@ marked with its request id, for the server's "Exception in ASGI application" log
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import Token
 from typing import Any
 
 from ._capture import capture_asgi
@@ -32,6 +33,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 __all__ = ["MeshPropMiddleware"]
+
+_MISSING = Token.MISSING
 
 # For each scope type served, the messages that open the response and carry its headers. A
 # websocket can be accepted, or denied with an HTTP response (the ASGI denial extension).
@@ -86,7 +89,14 @@ class MeshPropMiddleware:
             mark_exception(error, snapshot)
             raise
         finally:
+            snapshot.has_ended = True
             CURRENT.reset(token)
+            inherited = token.old_value
+            if inherited is not _MISSING and inherited is not None and inherited.has_ended:
+                # A finished request's, not an outer one's: uvicorn starts a keep-alive
+                # connection's next request in the previous request's task. Hide it from the
+                # server and the handlers that run after this middleware.
+                CURRENT.set(None)
 
 
 def _with_echo(message: Message, echo: tuple[bytes, bytes]) -> Message:

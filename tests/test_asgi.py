@@ -7,6 +7,7 @@ lifespan go through Starlette's TestClient, which runs both.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -17,7 +18,7 @@ from starlette.testclient import TestClient, WebSocketDenialResponse
 
 import meshprop
 from meshprop._config import Config
-from meshprop._snapshot import CURRENT
+from meshprop._snapshot import CURRENT, Snapshot
 from meshprop.asgi import ASGIApp, MeshPropMiddleware, Message, Receive, Scope, Send
 from tests import asgi_apps
 from tests.asgi_apps import APP_SET_ID, FRAMEWORKS, INNER_HEADER, INSTALLS
@@ -392,6 +393,104 @@ async def test_callers_own_context_comes_back() -> None:
 
 async def _failing_app(scope: Scope, receive: Receive, send: Send) -> None:
     raise RuntimeError("fails before the response")
+
+
+# --- a request started from inside another: keep-alive servers, nesting, work left running ------
+
+
+def http_scope(request_id: str) -> Scope:
+    return {"type": "http", "headers": [(b"x-request-id", request_id.encode())]}
+
+
+async def no_body() -> Message:
+    return {"type": "http.request", "body": b""}
+
+
+async def discard(message: Message) -> None:
+    pass
+
+
+@pytest.mark.parametrize("first_ends", ["before the second starts", "while the second runs"])
+async def test_request_started_from_a_finished_ones_task_ends_without_its_id(
+    first_ends: str,
+) -> None:
+    """uvicorn starts a keep-alive connection's next request from the previous request's last
+    ``send``, so the next task inherits the previous snapshot. Where the server logs the next
+    request's exception, after the middleware has reset the context, it must find neither."""
+    second_started = asyncio.Event()
+    first_done = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        if first_ends == "while the second runs":
+            if meshprop.request_id() == "first":
+                await second_started.wait()  # work after the response, a background task's
+            else:
+                second_started.set()
+                await first_done.wait()
+
+    middleware = MeshPropMiddleware(app)
+    next_requests: list[asyncio.Task[None]] = []
+    after_the_middleware: list[str | None] = []
+
+    async def serve(request_id: str, send: Send) -> None:
+        await middleware(http_scope(request_id), no_body, send)
+        after_the_middleware.append(meshprop.request_id())
+
+    async def send_and_start_the_next_request(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            next_requests.append(asyncio.create_task(serve("second", discard)))
+
+    await serve("first", send_and_start_the_next_request)
+    first_done.set()
+    await next_requests[0]
+    assert after_the_middleware == [None, None]
+
+
+async def test_nested_request_gives_the_outer_request_its_context_back() -> None:
+    """An in-process call to another meshprop app, from the handler or from work after the
+    response, is not a finished request: the outer request's headers are there after it."""
+    inner = MeshPropMiddleware(raw_app([]))
+    seen: list[str | None] = []
+
+    async def outer(scope: Scope, receive: Receive, send: Send) -> None:
+        async with client_for(inner) as client:
+            seen.append((await client.get("/", headers={"x-request-id": "inner-1"})).text)
+            seen.append(meshprop.request_id())
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            seen.append((await client.get("/", headers={"x-request-id": "inner-2"})).text)
+            seen.append(meshprop.request_id())
+
+    async with client_for(MeshPropMiddleware(outer)) as client:
+        await client.get("/", headers={"x-request-id": "outer"})
+    assert seen == ["inner-1", "outer", "inner-2", "outer"]
+
+
+async def test_work_a_request_started_keeps_its_id_after_the_request() -> None:
+    request_over = asyncio.Event()
+    snapshots: list[Snapshot | None] = []
+    tasks: list[asyncio.Task[str | None]] = []
+    wrapped: list[Callable[[], str | None]] = []
+
+    async def read_when_the_request_is_over() -> str | None:
+        await request_over.wait()
+        return meshprop.request_id()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        snapshots.append(CURRENT.get())
+        tasks.append(asyncio.create_task(read_when_the_request_is_over()))
+        wrapped.append(meshprop.wrap(meshprop.request_id))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with client_for(MeshPropMiddleware(app)) as client:
+        await client.get("/", headers={"x-request-id": "kept"})
+    request_over.set()
+    assert snapshots[0] is not None and snapshots[0].has_ended
+    assert await tasks[0] == "kept"
+    assert wrapped[0]() == "kept"
 
 
 def test_config_is_a_plain_attribute() -> None:
