@@ -20,10 +20,11 @@ class ContextFilter(logging.Filter):
     """Adds ``request_id``, ``trace_id`` and ``span_id`` to every record; never drops one.
 
     The values are what ``meshprop.request_id()`` / ``trace_id()`` / ``span_id()`` read, except
-    that an active OpenTelemetry span's ids win (what the trace backend shows). A record logged
-    after the request's context is gone (a server logging an unhandled exception) still gets
-    the request id when the exception was marked by a meshprop adapter. Values already on the
-    record (from ``extra=``) are left alone.
+    that an active OpenTelemetry span's ids win (what the trace backend shows), and that a
+    record of an exception a meshprop adapter let through gets the request id marked on it: the
+    exception names the request that raised it, and a server logs it after that request's
+    context is gone, in a task that may hold another's. Values already on the record (from
+    ``extra=``) are left alone.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -36,8 +37,8 @@ class ContextFilter(logging.Filter):
             span_ids = bridge.span_ids()
             if span_ids is not None:
                 trace_id, span_id = span_ids
-        if request_id is None and record.exc_info and record.exc_info[1] is not None:
-            request_id = exception_request_id(record.exc_info[1])
+        if record.exc_info and record.exc_info[1] is not None:
+            request_id = exception_request_id(record.exc_info[1]) or request_id
         values = record.__dict__
         values.setdefault("request_id", request_id or _NONE)
         values.setdefault("trace_id", trace_id or _NONE)

@@ -96,6 +96,35 @@ def test_a_marked_exception_logged_after_the_request_keeps_its_id(
     assert lines(stream)[0] == "failed-request - - unhandled"
 
 
+def test_a_marked_exception_names_its_own_request_over_the_context(
+    log: tuple[logging.Logger, io.StringIO],
+) -> None:
+    """A server may log a request's exception in a task that still holds another request's
+    snapshot (uvicorn on a keep-alive connection): the exception's own id wins."""
+    logger, stream = log
+    with meshprop.bind({"x-request-id": "failed-request"}):
+        snapshot = CURRENT.get()
+        assert snapshot is not None
+        error = RuntimeError("boom")
+        mark_exception(error, snapshot)
+    with meshprop.bind({"x-request-id": "earlier-request"}):
+        try:
+            raise error
+        except RuntimeError:
+            logger.exception("unhandled")
+        try:
+            raise RuntimeError("not through an adapter")
+        except RuntimeError:
+            logger.exception("handled in the request")
+        logger.info("working")
+    logged = [line for line in lines(stream) if " - - " in line]  # the records, not tracebacks
+    assert logged == [
+        "failed-request - - unhandled",
+        "earlier-request - - handled in the request",
+        "earlier-request - - working",
+    ]
+
+
 def test_values_passed_with_extra_win_and_no_record_is_dropped() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
     record.request_id = "explicit"
