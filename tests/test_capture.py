@@ -757,3 +757,11 @@ def test_the_presets_forward_realistic_values(
     capture: Capture, preset: str, name: str, value: str
 ) -> None:
     assert capture([(name, value)], Config(presets=[preset])).headers[name] == value
+
+
+def test_prefer_w3c_reads_the_ids_from_traceparent(capture: Capture) -> None:
+    pairs = [("x-b3-traceid", TRACE), ("x-b3-spanid", SPAN), ("traceparent", TRACEPARENT)]
+    assert (capture(pairs).trace_id, capture(pairs).span_id) == (TRACE, SPAN)
+    w3c = capture(pairs, Config(prefer="w3c"))
+    assert (w3c.trace_id, w3c.span_id) == (OTHER_TRACE, OTHER_SPAN)
+    assert _trace_headers(w3c) == _trace_headers(capture(pairs))  # forwarding is unchanged

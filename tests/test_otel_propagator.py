@@ -268,9 +268,18 @@ def test_b3_wins_by_default_when_b3_and_w3c_disagree() -> None:
     assert (parent.trace_id, parent.span_id) == (int(TRACE, 16), int(SPAN, 16))
     assert not parent.trace_state  # it belongs to the other trace
 
-    parent = _parent(MeshPropagator(prefer="w3c").extract(carrier))
-    assert (parent.trace_id, parent.span_id) == (int(OTHER_TRACE, 16), int(OTHER_SPAN, 16))
-    assert parent.trace_state.to_header() == "vendor=value"
+    # Istio's OpenTelemetry provider rewrites only traceparent: the Config (MESHPROP_PREFER)
+    # says so once, for the propagator and for meshprop.trace_id() alike.
+    for propagator in (
+        MeshPropagator(prefer="w3c"),
+        MeshPropagator(config=Config(prefer="w3c")),
+        MeshPropagator(config=Config.from_env({"MESHPROP_PREFER": "w3c"})),
+    ):
+        parent = _parent(propagator.extract(carrier))
+        assert (parent.trace_id, parent.span_id) == (int(OTHER_TRACE, 16), int(OTHER_SPAN, 16))
+        assert parent.trace_state.to_header() == "vendor=value"
+    parent = _parent(MeshPropagator(prefer="b3", config=Config(prefer="w3c")).extract(carrier))
+    assert parent.span_id == int(SPAN, 16)  # an explicit argument wins over the Config
 
 
 def test_tracestate_travels_when_b3_and_w3c_agree() -> None:
