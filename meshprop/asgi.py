@@ -114,6 +114,6 @@ def _with_echo(message: Message, echo: tuple[bytes, bytes]) -> Message:
     for name, _ in headers:
         if len(name) == size and name.lower() == echo_name:  # lower() only where it can match
             return message
-    message = dict(message)  # cheaper than {**message, ...} on the path every response takes
+    message = dict(message)
     message["headers"] = [*headers, echo]
     return message

@@ -35,7 +35,7 @@ __all__ = ["OPT_OUT", "AsyncClient", "Client"]
 OPT_OUT = "meshprop"
 
 # On a request meshprop added headers to, ``_meshprop_added_headers`` holds the names it added,
-# to take them off a redirect hop (set as a plain attribute: cheaper than ``setattr``).
+# to take them off a redirect hop.
 
 
 def _has_known_internals() -> bool:

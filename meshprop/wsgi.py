@@ -95,7 +95,7 @@ def _echo(
     Each call is judged on its own headers: a second call (with ``exc_info``, for an error page
     after an exception) replaces the first call's headers, so it needs the echo too. The app's
     list is left as it is, since it may belong to a response object that is sent again. Bound
-    to one request with ``functools.partial``, which is cheaper to make than a closure.
+    to one request with ``functools.partial``.
     """
     for name, _ in headers:
         if name.lower() == echo_name:
