@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import meshprop
+
 #: The headers Istio's sidecar sends and asks the application to forward (valid values).
 ISTIO_HEADERS: tuple[tuple[str, str], ...] = (
     ("x-request-id", "8a9f3c2e-4b1d-9e7a-8c5f-2d6b0e1a4f93"),
@@ -38,6 +40,41 @@ REQUEST_HEADERS: tuple[tuple[str, str], ...] = (
 ISTIO_NAMES: tuple[str, ...] = tuple(name for name, _ in ISTIO_HEADERS)
 ISTIO_NAMES_BYTES: frozenset[bytes] = frozenset(name.encode("ascii") for name in ISTIO_NAMES)
 PATH = "/api/orders"
+
+#: The trace id a handler reads for this request (B3's, the same as traceparent's).
+TRACE_ID = dict(ISTIO_HEADERS)["x-b3-traceid"]
+
+
+class HandlerRead:
+    """What the last ``meshprop-read`` handler read, for the check made before timing it."""
+
+    headers: dict[str, str] | None = None
+    trace_id: str | None = None
+
+
+def read_forwarded_headers() -> None:
+    """What a handler that forwards does once: the headers as a dict, and the trace id."""
+    HandlerRead.headers = dict(meshprop.current())
+    HandlerRead.trace_id = meshprop.trace_id()
+
+
+READ_DESCRIPTION = (
+    "the same, and the handler reads once: dict(meshprop.current()) and meshprop.trace_id() "
+    "(the snapshot's dict and ids are built on first use)"
+)
+
+
+def forget_handler_read() -> None:
+    """Before a checked request: so that only what its handler reads can pass the check."""
+    HandlerRead.headers = HandlerRead.trace_id = None
+
+
+def check_handler_read(name: str) -> None:
+    """Raise unless the handler read exactly the Istio headers and their trace id."""
+    headers, trace_id = HandlerRead.headers, HandlerRead.trace_id
+    if headers != dict(ISTIO_HEADERS) or trace_id != TRACE_ID:
+        raise RuntimeError(f"{name}: the handler read {headers!r} and trace id {trace_id!r}")
+
 
 #: An in-mesh destination for outbound calls (a single-label host is inside meshprop's scope).
 OUTBOUND_URL = "http://payment-service:8080/api/charges"

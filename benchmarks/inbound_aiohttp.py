@@ -15,15 +15,25 @@ from typing import Any, ClassVar
 
 from ._harness import Batch, Variant, async_batch
 from ._otel import sdk_tracer_provider
-from ._workload import ISTIO_HEADERS, PATH, REQUEST_HEADERS
+from ._workload import (
+    ISTIO_HEADERS,
+    PATH,
+    READ_DESCRIPTION,
+    REQUEST_HEADERS,
+    check_handler_read,
+    forget_handler_read,
+    read_forwarded_headers,
+)
 
 _INCOMING_ID = dict(ISTIO_HEADERS)["x-request-id"]
 
 
-def _application(middlewares: list[Any]) -> Any:
+def _application(middlewares: list[Any], reads_context: bool = False) -> Any:
     from aiohttp import web
 
     async def orders(request: web.Request) -> web.Response:
+        if reads_context:
+            read_forwarded_headers()
         return web.json_response({"order": 42, "status": "paid"})
 
     app = web.Application(middlewares=middlewares)
@@ -110,11 +120,15 @@ def _batch(
     middlewares: Callable[[], list[Any]],
     name: str,
     expect_echo: bool,
+    expect_read: bool = False,
 ) -> Callable[[], Batch]:
     def build() -> Batch:
-        app = _application(middlewares())
+        app = _application(middlewares(), reads_context=expect_read)
         prototype = _prototype(loop, app)
+        forget_handler_read()
         response = loop.run_until_complete(app._handle(prototype.clone()))
+        if expect_read:
+            check_handler_read(name)
         if response.status != 200:
             raise RuntimeError(f"{name}: the app answered {response.status}, not 200")
         echoed = response.headers.get("x-request-id")
@@ -166,6 +180,11 @@ def variants(loop: asyncio.AbstractEventLoop) -> list[Variant]:
             _batch(loop, meshprop_middlewares, "meshprop", True),
             needs="meshprop.aiohttp",
         ),
+        Variant(
+            "meshprop-read",
+            _batch(loop, meshprop_middlewares, "meshprop-read", True, expect_read=True),
+            needs="meshprop.aiohttp",
+        ),
         Variant("otel-api", _batch(loop, otel_middlewares(sdk=False), "otel-api", False)),
         Variant("otel-sdk", _batch(loop, otel_middlewares(sdk=True), "otel-sdk", False)),
     ]
@@ -174,6 +193,7 @@ def variants(loop: asyncio.AbstractEventLoop) -> list[Variant]:
 DESCRIPTIONS = {
     "bare": "aiohttp web.Application, no middleware",
     "meshprop": "web.Application(middlewares=[meshprop.aiohttp.middleware()])",
+    "meshprop-read": READ_DESCRIPTION,
     "otel-api": "opentelemetry-instrumentation-aiohttp-server middleware, API only",
     "otel-sdk": "the same with SDK spans to a discarding exporter",
 }

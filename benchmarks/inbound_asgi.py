@@ -14,7 +14,15 @@ from typing import Any
 from ._handwritten import CopyAndEchoMiddleware, http_middleware
 from ._harness import Batch, Variant, async_batch
 from ._otel import sdk_tracer_provider
-from ._workload import ISTIO_HEADERS, PATH, asgi_scope
+from ._workload import (
+    ISTIO_HEADERS,
+    PATH,
+    READ_DESCRIPTION,
+    asgi_scope,
+    check_handler_read,
+    forget_handler_read,
+    read_forwarded_headers,
+)
 
 Middleware = tuple[Any, dict[str, Any]]
 
@@ -32,14 +40,6 @@ async def _drop(message: Any) -> None:
     return None
 
 
-def _read_the_context() -> None:
-    """What a handler that forwards or logs does once: read the headers and the trace id."""
-    import meshprop
-
-    meshprop.current()
-    meshprop.trace_id()
-
-
 def _starlette_app(middleware: list[Middleware], reads_context: bool = False) -> Any:
     from starlette.applications import Starlette
     from starlette.middleware import Middleware as StarletteMiddleware
@@ -48,7 +48,7 @@ def _starlette_app(middleware: list[Middleware], reads_context: bool = False) ->
 
     async def orders(request: Any) -> Any:
         if reads_context:
-            _read_the_context()
+            read_forwarded_headers()
         return JSONResponse({"order": 42, "status": "paid"})
 
     return Starlette(
@@ -65,7 +65,7 @@ def _fastapi_app(middleware: list[Middleware], reads_context: bool = False) -> A
     @app.get(PATH)
     async def orders() -> dict[str, Any]:
         if reads_context:
-            _read_the_context()
+            read_forwarded_headers()
         return {"order": 42, "status": "paid"}
 
     for cls, options in reversed(middleware):
@@ -85,7 +85,7 @@ def _with_http_middleware(framework: str) -> Any:
 
 
 def _check_response(
-    loop: asyncio.AbstractEventLoop, app: Any, expect_echo: bool, name: str
+    loop: asyncio.AbstractEventLoop, app: Any, expect_echo: bool, expect_read: bool, name: str
 ) -> None:
     """One request with the response kept: a variant that answers wrongly is not timed."""
     sent: list[Any] = []
@@ -93,7 +93,10 @@ def _check_response(
     async def keep(message: Any) -> None:
         sent.append(message)
 
+    forget_handler_read()
     loop.run_until_complete(app(_fresh_scope(), _receive, keep))
+    if expect_read:
+        check_handler_read(name)
     start = sent[0]
     if start["status"] != 200:
         raise RuntimeError(f"{name}: the app answered {start['status']}, not 200")
@@ -112,11 +115,15 @@ def _fresh_scope() -> dict[str, Any]:
 
 
 def _batch(
-    loop: asyncio.AbstractEventLoop, build_app: Callable[[], Any], name: str, expect_echo: bool
+    loop: asyncio.AbstractEventLoop,
+    build_app: Callable[[], Any],
+    name: str,
+    expect_echo: bool,
+    expect_read: bool,
 ) -> Callable[[], Batch]:
     def build() -> Batch:
         app = build_app()
-        _check_response(loop, app, expect_echo, name)
+        _check_response(loop, app, expect_echo, expect_read, name)
         fresh_scope = _fresh_scope
 
         async def call() -> None:
@@ -179,7 +186,7 @@ def variants(loop: asyncio.AbstractEventLoop, framework: str) -> list[Variant]:
         ("otel-sdk", otel_sdk_app, False, None),
     ]
     return [
-        Variant(name, _batch(loop, build_app, name, expect_echo), needs=needs)
+        Variant(name, _batch(loop, build_app, name, expect_echo, name == "meshprop-read"), needs)
         for name, build_app, expect_echo, needs in table
     ]
 
@@ -188,8 +195,7 @@ DESCRIPTIONS = {
     "bare": "no middleware",
     "floor": "hand-written pure-ASGI copy + echo (the floor)",
     "meshprop": "meshprop.asgi.MeshPropMiddleware via add_middleware",
-    "meshprop-read": "the same, and the endpoint reads meshprop.current() and trace_id() once "
-    "(the snapshot's dict and ids are built on first use)",
+    "meshprop-read": READ_DESCRIPTION,
     "asgi-correlation-id": "asgi-correlation-id CorrelationIdMiddleware (defaults)",
     "starlette-context": "starlette-context RawContextMiddleware (request id + correlation id)",
     "http-middleware": '@app.middleware("http") copy into a ContextVar + echo (Starlette: '

@@ -12,18 +12,28 @@ from typing import Any
 from ._handwritten import flask_before_request
 from ._harness import Batch, Variant, sync_batch
 from ._otel import sdk_tracer_provider
-from ._workload import ISTIO_HEADERS, PATH, wsgi_environ
+from ._workload import (
+    ISTIO_HEADERS,
+    PATH,
+    READ_DESCRIPTION,
+    check_handler_read,
+    forget_handler_read,
+    read_forwarded_headers,
+    wsgi_environ,
+)
 
 _INCOMING_ID = dict(ISTIO_HEADERS)["x-request-id"]
 
 
-def _flask_app() -> Any:
+def _flask_app(reads_context: bool = False) -> Any:
     from flask import Flask
 
     app = Flask("orders")
 
     @app.get(PATH)
     def orders() -> dict[str, Any]:
+        if reads_context:
+            read_forwarded_headers()
         return {"order": 42, "status": "paid"}
 
     return app
@@ -45,11 +55,16 @@ def _serve(app: Any, keep: list[Any] | None = None) -> None:
             close()
 
 
-def _batch(build_app: Callable[[], Any], name: str, expect_echo: bool) -> Callable[[], Batch]:
+def _batch(
+    build_app: Callable[[], Any], name: str, expect_echo: bool, expect_read: bool = False
+) -> Callable[[], Batch]:
     def build() -> Batch:
         app = build_app()
         kept: list[Any] = []
+        forget_handler_read()
         _serve(app, kept)
+        if expect_read:
+            check_handler_read(name)
         status, headers = kept[0]
         if not status.startswith("200"):
             raise RuntimeError(f"{name}: the app answered {status}, not 200")
@@ -70,12 +85,15 @@ def variants() -> list[Variant]:
         app.before_request(flask_before_request)
         return app
 
-    def meshprop_app() -> Any:
+    def meshprop_app(reads_context: bool = False) -> Any:
         import meshprop.wsgi
 
-        app = _flask_app()
+        app = _flask_app(reads_context)
         app.wsgi_app = meshprop.wsgi.MeshPropMiddleware(app.wsgi_app)
         return app
+
+    def meshprop_read_app() -> Any:
+        return meshprop_app(reads_context=True)
 
     def otel_app(sdk: bool) -> Callable[[], Any]:
         def build() -> Any:
@@ -92,6 +110,11 @@ def variants() -> list[Variant]:
         Variant("bare", _batch(bare, "bare", False)),
         Variant("before_request", _batch(before_request, "before_request", False)),
         Variant("meshprop", _batch(meshprop_app, "meshprop", True), needs="meshprop.wsgi"),
+        Variant(
+            "meshprop-read",
+            _batch(meshprop_read_app, "meshprop-read", True, expect_read=True),
+            needs="meshprop.wsgi",
+        ),
         Variant("otel-api", _batch(otel_app(sdk=False), "otel-api", False)),
         Variant("otel-sdk", _batch(otel_app(sdk=True), "otel-sdk", False)),
     ]
@@ -101,6 +124,7 @@ DESCRIPTIONS = {
     "bare": "Flask, no middleware",
     "before_request": "@app.before_request copy into flask.g (no echo)",
     "meshprop": "app.wsgi_app = meshprop.wsgi.MeshPropMiddleware(app.wsgi_app)",
+    "meshprop-read": READ_DESCRIPTION,
     "otel-api": "OpenTelemetry WSGI middleware, API only",
     "otel-sdk": "OpenTelemetry WSGI middleware, SDK spans to a discarding exporter",
 }
