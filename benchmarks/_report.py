@@ -5,129 +5,175 @@ from __future__ import annotations
 import json
 import os
 import statistics
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ._harness import Measured
 from .memory import BLOCKS_LIMIT, RSS_LIMIT_BYTES, MemoryResult
 
 PASS, MISS, NOT_MEASURED = "PASS", "MISS", "NOT MEASURED"
+INSTRUCTIONS, MICROSECONDS = "instructions", "µs"
+
+#: Per-request cost of each variant, by suite and variant name: instructions or microseconds.
+Costs = Mapping[str, Mapping[str, float]]
+
+#: How a budget row names a reference variant.
+_LABELS = {"explicit": "headers= by hand"}
 
 
-def _find(results: list[Measured], name: str) -> Measured | None:
-    return next((measured for measured in results if measured.name == name), None)
+def _figure(value: float, unit: str, signed: bool = True) -> str:
+    if unit == INSTRUCTIONS:
+        return f"{value:+,.0f}" if signed else f"{value:,.0f}"
+    return f"{value:+.2f} µs" if signed else f"{value:.2f} µs"
 
 
-def _overhead_ns(results: list[Measured], name: str) -> float | None:
-    bare, variant = _find(results, "bare"), _find(results, name)
-    if bare is None or variant is None or bare.status != "ok" or variant.status != "ok":
-        return None
-    return variant.median_ns - bare.median_ns
+def _absent(title: str, costs: Costs, unit: str, *needed: tuple[str, str]) -> dict[str, Any] | None:
+    """The NOT MEASURED row when a figure the budget compares is not there, else None."""
+    for suite, name in needed:
+        if suite not in costs:
+            why = f"{suite} not run"
+        elif name not in costs[suite]:
+            why = f"{suite} / {name} not measured"
+        else:
+            continue
+        return {"budget": title, "unit": unit, "result": NOT_MEASURED, "why": why}
+    return None
 
 
-def _why_not(results: list[Measured], *names: str) -> str:
-    for name in ("bare", *names):
-        measured = _find(results, name)
-        if measured is None:
-            return f"{name} was not run"
-        if measured.status != "ok":
-            return f"{name}: {measured.status}: {measured.reason}"
-    return ""
+def _overhead(costs: Costs, suite: str, name: str) -> float:
+    return costs[suite][name] - costs[suite]["bare"]
 
 
-def _ratio_budget(
-    title: str, results: list[Measured] | None, reference: str, factor: float, factor_text: str
-) -> dict[str, Any]:
-    """meshprop's overhead against ``factor`` times ``reference``'s overhead."""
-    if results is None:
-        return {"budget": title, "result": NOT_MEASURED, "why": "suite not run"}
-    mine = _overhead_ns(results, "meshprop")
-    theirs = _overhead_ns(results, reference)
-    if mine is None or theirs is None:
-        why = _why_not(results, "meshprop", reference)
-        return {"budget": title, "result": NOT_MEASURED, "why": why}
-    limit = factor * theirs
+def _row(title: str, unit: str, measured: str, limit: str, passed: bool) -> dict[str, Any]:
     return {
         "budget": title,
-        "meshprop_us": mine / 1000,
-        "limit_us": limit / 1000,
-        "limit": f"{factor_text} x {reference} ({theirs / 1000:+.2f} µs)",
-        "result": PASS if mine <= limit else MISS,
+        "unit": unit,
+        "measured": measured,
+        "limit": limit,
+        "result": PASS if passed else MISS,
     }
 
 
-def _share_budget(title: str, results: list[Measured] | None, share: float) -> dict[str, Any]:
-    """meshprop's overhead against a share of the bare call."""
-    if results is None:
-        return {"budget": title, "result": NOT_MEASURED, "why": "suite not run"}
-    mine = _overhead_ns(results, "meshprop")
-    bare = _find(results, "bare")
-    if mine is None or bare is None:
-        return {"budget": title, "result": NOT_MEASURED, "why": _why_not(results, "meshprop")}
-    limit = share * bare.median_ns
-    judged = {
-        "budget": title,
-        "meshprop_us": mine / 1000,
-        "limit_us": limit / 1000,
-        "limit": f"{share:.0%} of bare ({bare.median_ns / 1000:.1f} µs)",
-        "result": PASS if mine <= limit else MISS,
-    }
-    explicit = _overhead_ns(results, "explicit")
-    if explicit is not None:
-        # What the client itself spends on the extra headers, whoever adds them.
-        judged["explicit_headers_us"] = explicit / 1000
-    carrying = _overhead_ns(results, "carry")
-    if carrying is not None:
-        # The same, attached with the least work at meshprop's hook point: what is left of
-        # meshprop's overhead is its own (lookup, scope, the caller-wins check). Shown beside
-        # the result only: the budget above is judged on meshprop's whole overhead.
-        judged["carry_headers_us"] = carrying / 1000
-        judged["meshprop_own_us"] = (mine - carrying) / 1000
-    return judged
+def _at_most(
+    title: str, costs: Costs, unit: str, suite: str, name: str, reference: str, factor: float = 1.0
+) -> dict[str, Any]:
+    """``name``'s overhead against ``factor`` times ``reference``'s, both over bare."""
+    absent = _absent(title, costs, unit, (suite, "bare"), (suite, name), (suite, reference))
+    if absent is not None:
+        return absent
+    mine, theirs = _overhead(costs, suite, name), _overhead(costs, suite, reference)
+    limit = factor * theirs
+    reference_text = f"{_LABELS.get(reference, reference)} {_figure(theirs, unit)}"
+    if factor != 1.0:
+        reference_text = f"{factor:g} x {reference_text} = {_figure(limit, unit)}"
+    return _row(title, unit, f"{name} {_figure(mine, unit)}", f"≤ {reference_text}", mine <= limit)
 
 
-def budgets(
-    suites: dict[str, list[Measured]], memory: list[MemoryResult] | None
-) -> list[dict[str, Any]]:
-    judged: list[dict[str, Any]] = []
-    for suite, label in (("asgi-starlette", "Starlette"), ("asgi-fastapi", "FastAPI")):
-        results = suites.get(suite)
-        judged.append(
-            _ratio_budget(
-                f"ASGI ({label}): ≤ 0.5 x asgi-correlation-id's overhead",
-                results,
-                "asgi-correlation-id",
-                0.5,
-                "0.5",
-            )
+def _within_starlette(title: str, costs: Costs, unit: str, share: float) -> dict[str, Any]:
+    """The aiohttp server's meshprop-read overhead against Starlette's, ± ``share``."""
+    name = "meshprop-read"
+    needed = [
+        (suite, variant)
+        for suite in ("aiohttp-server", "asgi-starlette")
+        for variant in ("bare", name)
+    ]
+    absent = _absent(title, costs, unit, *needed)
+    if absent is not None:
+        return absent
+    mine, starlette = (
+        _overhead(costs, "aiohttp-server", name),
+        _overhead(costs, "asgi-starlette", name),
+    )
+    low, high = (1 - share) * starlette, (1 + share) * starlette
+    return _row(
+        title,
+        unit,
+        f"{name} {_figure(mine, unit)} ({mine / starlette:.2f} x Starlette's)",
+        f"Starlette's {name} {_figure(starlette, unit)} ± {share * 100:g} % = "
+        f"{_figure(low, unit, signed=False)} … {_figure(high, unit, signed=False)}",
+        low <= mine <= high,
+    )
+
+
+def _own_share(title: str, costs: Costs, unit: str, suite: str, share: float) -> dict[str, Any]:
+    """meshprop's own work (meshprop - carry) against a share of the bare call."""
+    absent = _absent(title, costs, unit, (suite, "bare"), (suite, "meshprop"), (suite, "carry"))
+    if absent is not None:
+        return absent
+    figures = costs[suite]
+    own = figures["meshprop"] - figures["carry"]
+    limit = share * figures["bare"]
+    return _row(
+        title,
+        unit,
+        f"meshprop - carry {_figure(own, unit)} (over bare: meshprop "
+        f"{_figure(_overhead(costs, suite, 'meshprop'), unit)}, carry "
+        f"{_figure(_overhead(costs, suite, 'carry'), unit)})",
+        f"≤ {share * 100:g} % of bare {_figure(figures['bare'], unit, signed=False)} = "
+        f"{_figure(limit, unit, signed=False)}",
+        own <= limit,
+    )
+
+
+def cost_budgets(costs: Costs, unit: str) -> list[dict[str, Any]]:
+    """DESIGN.md §5's inbound and outbound budgets, judged on one set of costs."""
+    judged = [
+        _at_most(
+            f"Inbound ({label}): meshprop-read ≤ asgi-correlation-id",
+            costs,
+            unit,
+            suite,
+            "meshprop-read",
+            "asgi-correlation-id",
         )
-        judged.append(
-            _ratio_budget(
-                f"ASGI ({label}): ≤ 1.25 x the floor's overhead", results, "floor", 1.25, "1.25"
-            )
-        )
+        for suite, label in (("asgi-starlette", "Starlette"), ("asgi-fastapi", "FastAPI"))
+    ]
     judged.append(
-        _ratio_budget(
-            "WSGI (Flask): ≤ ⅓ of before_request's overhead",
-            suites.get("wsgi-flask"),
+        _within_starlette(
+            "Inbound (aiohttp server): meshprop-read within ± 10 % of Starlette's",
+            costs,
+            unit,
+            0.10,
+        )
+    )
+    judged.append(
+        _at_most(
+            "Inbound (Flask): meshprop-read ≤ ½ of before_request",
+            costs,
+            unit,
+            "wsgi-flask",
+            "meshprop-read",
             "before_request",
-            1 / 3,
-            "⅓",
+            0.5,
         )
     )
     for suite, label in CLIENT_SUITES.items():
         judged.append(
-            _share_budget(f"Outbound ({label}): ≤ 3 % of the bare call", suites.get(suite), 0.03)
+            _at_most(
+                f"Outbound ({label}): meshprop ≤ the same headers= by hand",
+                costs,
+                unit,
+                suite,
+                "meshprop",
+                "explicit",
+            )
         )
-    if memory is None:
         judged.append(
-            {
-                "budget": "Memory: no growth after warm-up",
-                "result": NOT_MEASURED,
-                "why": "suite not run",
-            }
+            _own_share(
+                f"Outbound ({label}): meshprop - carry ≤ 2 % of bare", costs, unit, suite, 0.02
+            )
         )
-    for probe in memory or ():
+    return judged
+
+
+def memory_budgets(
+    memory: list[MemoryResult] | None, why: str = "suite not run"
+) -> list[dict[str, Any]]:
+    """No growth after warm-up, one row per probe."""
+    if memory is None:
+        return [{"budget": "Memory: no growth after warm-up", "result": NOT_MEASURED, "why": why}]
+    judged: list[dict[str, Any]] = []
+    for probe in memory:
         title = f"Memory ({probe.adapter}): no growth after warm-up"
         if probe.status != "ok":
             judged.append(
@@ -138,6 +184,7 @@ def budgets(
         judged.append(
             {
                 "budget": title,
+                "unit": "blocks, RSS",
                 "measured": f"{probe.blocks_growth:+,} blocks, {rss} RSS over "
                 f"{probe.requests:,} requests",
                 "limit": f"≤ {BLOCKS_LIMIT:,} blocks, ≤ {RSS_LIMIT_BYTES // 1024 // 1024} MiB RSS",
@@ -145,6 +192,68 @@ def budgets(
             }
         )
     return judged
+
+
+def wall_clock_costs(suites: Mapping[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
+    """Each measured variant's median in µs, from a run document's suites."""
+    return {
+        suite: {row["name"]: row["median_us"] for row in rows if row["status"] == "ok"}
+        for suite, rows in suites.items()
+    }
+
+
+def judged_on_counts(
+    timed: list[dict[str, Any]], counted: list[dict[str, Any]] | None
+) -> list[dict[str, Any]]:
+    """Each budget judged in instructions where the counts have its figures, else on the wall
+    clock; the wall clock's verdict is kept beside the instructions' one."""
+    if counted is None:
+        return timed
+    judged = []
+    for by_count, by_time in zip(counted, timed, strict=True):
+        if by_count["result"] == NOT_MEASURED:
+            judged.append(by_time)
+        else:
+            judged.append(by_count | {"wall_clock": by_time})
+    return judged
+
+
+def read_counts(path: Path) -> dict[str, Any] | None:
+    """What ``benchmarks.instructions`` last wrote (its run and per-request counts), if any."""
+    try:
+        counts: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return counts
+
+
+def _verdict(row: dict[str, Any]) -> str:
+    if row["result"] == NOT_MEASURED:
+        return f"**{NOT_MEASURED}**: {row['why']}"
+    return f"{row['measured']}; {row['limit']}: **{row['result']}**"
+
+
+def budget_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The budgets as Markdown table lines; a wall-clock column when some row has one."""
+    with_wall_clock = any("wall_clock" in row for row in rows)
+    header = "| budget | judged in | measured | limit | result |"
+    rule = "| --- | --- | --- | --- | --- |"
+    if with_wall_clock:
+        header += " wall clock, this run |"
+        rule += " --- |"
+    lines = [header, rule]
+    for row in rows:
+        if row["result"] == NOT_MEASURED:
+            line = f"| {row['budget']} | - | - | - | **{NOT_MEASURED}**: {row['why']} |"
+        else:
+            line = (
+                f"| {row['budget']} | {row['unit']} | {row['measured']} | {row['limit']} | "
+                f"**{row['result']}** |"
+            )
+        if with_wall_clock:
+            line += f" {_verdict(row['wall_clock']) if 'wall_clock' in row else '-'} |"
+        lines.append(line)
+    return lines
 
 
 CLIENT_SUITES = {
@@ -192,6 +301,20 @@ def _us(value: float | None, signed: bool = False) -> str:
     return f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
+def _counts_note(counts_run: dict[str, Any] | None) -> str:
+    if counts_run is None:
+        return (
+            "Judged on this run's wall-clock medians: no instruction counts were found "
+            "(`make bench-instructions` writes them)."
+        )
+    return (
+        "Judged in callgrind instructions per request from `instructions.json` "
+        f"({counts_run['started']}, commit {counts_run['commit']}, Python {counts_run['python']}) "
+        "where it has the figures, else on this run's wall-clock medians; the last column is "
+        "the wall clock's own verdict."
+    )
+
+
 def markdown(document: dict[str, Any], descriptions: dict[str, dict[str, str]]) -> str:
     run = document["run"]
     lines = [
@@ -208,28 +331,10 @@ def markdown(document: dict[str, Any], descriptions: dict[str, dict[str, str]]) 
         "",
         "## Budgets (DESIGN.md §5)",
         "",
-        "| budget | meshprop | limit | result |",
-        "| --- | --- | --- | --- |",
+        _counts_note(document.get("instruction_counts")),
+        "",
+        *budget_table(document["budgets"]),
     ]
-    for budget in document["budgets"]:
-        if budget["result"] == NOT_MEASURED:
-            lines.append(f"| {budget['budget']} | - | - | **{NOT_MEASURED}**: {budget['why']} |")
-            continue
-        measured = budget.get("measured") or f"{budget['meshprop_us']:+.2f} µs"
-        references = []
-        if "explicit_headers_us" in budget:
-            references.append(f"literal headers= alone: {budget['explicit_headers_us']:+.2f} µs")
-        if "carry_headers_us" in budget:
-            references.append(f"carrying them alone: {budget['carry_headers_us']:+.2f} µs")
-        if references:
-            measured += f" ({'; '.join(references)})"
-        limit = budget["limit"]
-        if "limit_us" in budget:
-            limit = f"{budget['limit_us']:.2f} µs = {limit}"
-        if "meshprop_own_us" in budget:
-            own = budget["meshprop_own_us"]
-            limit += f"; meshprop's own share (meshprop - carry): {own:+.2f} µs"
-        lines.append(f"| {budget['budget']} | {measured} | {limit} | **{budget['result']}** |")
 
     for suite, results in document["suites"].items():
         lines += [

@@ -1,18 +1,21 @@
 """Instructions per request, counted by callgrind: the deterministic companion of the timing run.
 
 ``python -m benchmarks.instructions [--only SUITES] [--variants NAMES]`` (or ``make
-bench-instructions``). Each variant runs twice under ``valgrind --tool=callgrind`` in its own
-process, once with no timed requests and once with some; the difference divided by the number of
-requests is what one request costs, startup and imports cancelled out. The same binary, inputs
-and hash seed give the same count on a busy machine as on an idle one, so the ratios that the
-budgets compare can be read without the wall clock's noise. Kernel time is not counted (a
-variant that calls ``os.urandom`` pays more in time than here).
+bench-instructions``) writes ``results/instructions.{md,json}``; DESIGN.md §5's budgets are
+judged on these counts, here and in the wall-clock report. Each variant runs twice under
+``valgrind --tool=callgrind`` in its own process, once with no timed requests and once with
+some; the difference divided by the number of requests is what one request costs, startup and
+imports cancelled out. The same binary, inputs and hash seed give the same count on a busy
+machine as on an idle one, so the ratios that the budgets compare can be read without the wall
+clock's noise. Kernel time is not counted (a variant that calls ``os.urandom`` pays more in
+time than here).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import os
 import re
 import shutil
@@ -20,11 +23,12 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from pathlib import Path
+from typing import Any
 
-from ._run import _variants
+from . import _report
+from ._run import INSTRUCTION_COUNTS, _variants
 
-RESULTS = Path(__file__).resolve().parent / "results" / "instructions.md"
+RESULTS = INSTRUCTION_COUNTS.with_suffix(".md")
 
 #: Suite -> requests counted per variant (enough to dwarf the noise of a few hundred instructions).
 SUITES = {
@@ -38,7 +42,16 @@ SUITES = {
     "aiohttp-client": 200,
 }
 #: The variants the budgets compare, by default.
-BUDGET_VARIANTS = ("bare", "floor", "meshprop", "asgi-correlation-id", "before_request", "carry")
+BUDGET_VARIANTS = (
+    "bare",
+    "floor",
+    "meshprop",
+    "meshprop-read",
+    "asgi-correlation-id",
+    "before_request",
+    "explicit",
+    "carry",
+)
 
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
@@ -91,33 +104,75 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown suites: {', '.join(unknown)}")
     wanted = args.variants.split(",") if args.variants else list(BUDGET_VARIANTS)
 
-    lines = [
-        "# meshprop benchmarks: instructions per request (callgrind)",
-        "",
-        f"Python {sys.version.split()[0]} · PYTHONHASHSEED=0 · reproduce with "
-        "`python -m benchmarks.instructions`. Overhead = variant - bare, in instructions.",
-        "",
-        "| suite | variant | instructions per request | overhead |",
-        "| --- | --- | ---: | ---: |",
-    ]
+    counts: dict[str, dict[str, float]] = {}
     for suite in suites:
         # The suite's own list, in its order (bare first), to skip the names it does not have.
         loop = asyncio.new_event_loop()
         with ExitStack() as stack:
             names = [variant.name for variant in _variants(suite, stack, loop)]
         loop.close()
-        bare = None
+        counts[suite] = {}
         for name in [name for name in names if name in wanted]:
-            instructions = per_request(suite, name)
-            if name == "bare":
-                bare = instructions
-            overhead = "-" if bare is None or name == "bare" else f"{instructions - bare:+,.0f}"
-            line = f"| {suite} | {name} | {instructions:,.0f} | {overhead} |"
-            print(line, flush=True)
-            lines.append(line)
-    RESULTS.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"wrote {RESULTS}")
+            counts[suite][name] = per_request(suite, name)
+            print(f"{suite} / {name}: {counts[suite][name]:,.0f}", flush=True)
+    run = {
+        "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": sys.version.split()[0],
+        "commit": _commit(),
+    }
+    document = {"run": run, "suites": counts}
+    text = markdown(document)
+    _report.write(document, text, RESULTS.parent, RESULTS.stem)
+    print(text)
+    print(f"wrote {RESULTS} and {INSTRUCTION_COUNTS}")
     return 0
+
+
+def markdown(document: dict[str, Any]) -> str:
+    """The budgets judged on the counts, then every count with its overhead over bare."""
+    run, counts = document["run"], document["suites"]
+    budgets = _report.cost_budgets(counts, _report.INSTRUCTIONS) + _report.memory_budgets(
+        None, why="`make bench` measures it (latest.md)"
+    )
+    lines = [
+        "# meshprop benchmarks: instructions per request (callgrind)",
+        "",
+        f"{run['started']} · commit {run['commit']} · Python {run['python']} · "
+        "PYTHONHASHSEED=0 · reproduce with `make bench-instructions`. "
+        "Overhead = variant - bare, in instructions.",
+        "",
+        "## Budgets (DESIGN.md §5)",
+        "",
+        *_report.budget_table(budgets),
+        "",
+        "## Instructions per request",
+        "",
+        "| suite | variant | instructions per request | overhead |",
+        "| --- | --- | ---: | ---: |",
+    ]
+    for suite, figures in counts.items():
+        bare = figures.get("bare")
+        for name, instructions in figures.items():
+            overhead = "-" if bare is None or name == "bare" else f"{instructions - bare:+,.0f}"
+            lines.append(f"| {suite} | {name} | {instructions:,.0f} | {overhead} |")
+    return "\n".join(lines) + "\n"
+
+
+def _commit() -> str:
+    """The checkout's commit, marked when meshprop or the benchmarks have changes on top."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changes = subprocess.run(
+            ["git", "status", "--porcelain", "--", "meshprop", "benchmarks"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head} with uncommitted changes" if changes.strip() else head
 
 
 if __name__ == "__main__":
