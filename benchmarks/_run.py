@@ -121,15 +121,7 @@ def run(
         log("== sockets")
         document["sockets"] = sockets.run(plan, log)
 
-    counts = None if instruction_counts is None else _report.read_counts(instruction_counts)
-    document["instruction_counts"] = None if counts is None else counts["run"]
-    timed = _report.cost_budgets(_report.wall_clock_costs(document["suites"]), _report.MICROSECONDS)
-    counted = (
-        None if counts is None else _report.cost_budgets(counts["suites"], _report.INSTRUCTIONS)
-    )
-    document["budgets"] = _report.judged_on_counts(timed, counted) + _report.memory_budgets(
-        memory_results
-    )
+    judge(document, memory_results, instruction_counts)
     document["problems"] = _problems(document)
     document["run"]["load_after"] = _load()
     document["run"]["duration_s"] = time.monotonic() - started
@@ -139,6 +131,24 @@ def run(
         json_path, markdown_path = _report.write(document, text, output, stem)
         document["files"] = [str(json_path), str(markdown_path)]
     return document | {"markdown": text}
+
+
+def judge(
+    document: dict[str, Any],
+    memory_results: list[memory.MemoryResult] | None,
+    instruction_counts: Path | None,
+) -> None:
+    """Set the document's budgets: in instructions where the counts have the figures, else on
+    its wall-clock medians; memory on its probes."""
+    counts = None if instruction_counts is None else _report.read_counts(instruction_counts)
+    document["instruction_counts"] = None if counts is None else counts["run"]
+    timed = _report.cost_budgets(_report.wall_clock_costs(document["suites"]), _report.MICROSECONDS)
+    counted = (
+        None if counts is None else _report.cost_budgets(counts["suites"], _report.INSTRUCTIONS)
+    )
+    document["budgets"] = _report.judged_on_counts(timed, counted) + _report.memory_budgets(
+        memory_results
+    )
 
 
 def _problems(document: dict[str, Any]) -> list[str]:

@@ -7,16 +7,20 @@ meshprop adapter is reported as such instead of crashing the run.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import importlib.util
 import json
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from benchmarks import _instruction_probe, _report, _run, instructions, sockets
+import meshprop
+from benchmarks import _instruction_probe, _report, _run, _workload, instructions, sockets
 from benchmarks._harness import QUICK, Variant, measure
+from benchmarks.memory import MemoryResult
 
 TINY = dataclasses.replace(
     QUICK,
@@ -59,6 +63,10 @@ def test_every_in_process_suite_measures_every_variant(tmp_path: Path) -> None:
         if probe["status"] == "ok":
             assert probe["requests"] > 0
     assert not _run.has_errors(document), document["problems"]
+    for suite in INBOUND_SUITES:
+        rows = {row["name"]: row for row in document["suites"][suite]}
+        # Built only if the handler read the forwarded headers and the trace id.
+        assert rows["meshprop-read"]["status"] == "ok", suite
     assert {budget["result"] for budget in document["budgets"]} <= {"PASS", "MISS", "NOT MEASURED"}
     for suite in _report.CLIENT_SUITES:
         rows = {row["name"]: row for row in document["suites"][suite]}
@@ -72,6 +80,182 @@ def test_every_in_process_suite_measures_every_variant(tmp_path: Path) -> None:
     report = (tmp_path / "quick.md").read_text(encoding="utf-8")
     assert "## Budgets" in report and "## In-process: ASGI, Starlette" in report
     assert "meshprop - carry" in report
+
+
+INBOUND_SUITES = ("asgi-starlette", "asgi-fastapi", "wsgi-flask", "aiohttp-server")
+
+
+def _build(suite: str, name: str) -> None:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        with ExitStack() as stack:
+            variants = {variant.name: variant for variant in _run._variants(suite, stack, loop)}
+            variants[name].build()
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+@pytest.mark.parametrize("suite", INBOUND_SUITES)
+def test_the_read_variant_reads_what_the_request_brought(suite: str) -> None:
+    _workload.forget_handler_read()
+
+    _build(suite, "meshprop-read")
+
+    assert _workload.HandlerRead.headers == dict(_workload.ISTIO_HEADERS)
+    assert _workload.HandlerRead.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+@pytest.mark.parametrize("suite", INBOUND_SUITES)
+def test_a_read_variant_whose_handler_sees_no_headers_is_not_timed(
+    suite: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(meshprop, "current", lambda: {})
+
+    with pytest.raises(RuntimeError, match=r"meshprop-read: the handler read \{\}"):
+        _build(suite, "meshprop-read")
+
+
+#: Fixed per-request costs (instructions) for the budget rows: each figure decides one verdict.
+COSTS = {
+    # meshprop-read +40,000 against asgi-correlation-id +41,000: PASS.
+    "asgi-starlette": {"bare": 100_000, "meshprop-read": 140_000, "asgi-correlation-id": 141_000},
+    # +45,000 against +41,000: MISS.
+    "asgi-fastapi": {"bare": 300_000, "meshprop-read": 345_000, "asgi-correlation-id": 341_000},
+    # +43,500 against Starlette's +40,000 ± 10 %: PASS.
+    "aiohttp-server": {"bare": 70_000, "meshprop-read": 113_500},
+    # +40,000 against half of +80,000: PASS, on the limit.
+    "wsgi-flask": {"bare": 370_000, "meshprop-read": 410_000, "before_request": 450_000},
+    # meshprop +151,000 against headers= +160,000: PASS; meshprop - carry 11,000 ≤ 12,000: PASS.
+    "httpx-sync": {"bare": 600_000, "explicit": 760_000, "carry": 740_000, "meshprop": 751_000},
+    # meshprop +30,000 against headers= +20,000: MISS; 15,000 > 2 % of 500,000: MISS.
+    "requests": {"bare": 500_000, "explicit": 520_000, "carry": 515_000, "meshprop": 530_000},
+    # No carry measured: NOT MEASURED.
+    "aiohttp-client": {"bare": 500_000, "explicit": 540_000, "meshprop": 530_000},
+}
+
+
+def _verdicts(rows: list[dict[str, str]]) -> dict[str, str]:
+    return {row["budget"]: row["result"] for row in rows}
+
+
+def test_the_budgets_on_fixed_counts() -> None:
+    rows = _report.cost_budgets(COSTS, _report.INSTRUCTIONS)
+
+    assert _verdicts(rows) == {
+        "Inbound (Starlette): meshprop-read ≤ asgi-correlation-id": "PASS",
+        "Inbound (FastAPI): meshprop-read ≤ asgi-correlation-id": "MISS",
+        "Inbound (aiohttp server): meshprop-read within ± 10 % of Starlette's": "PASS",
+        "Inbound (Flask): meshprop-read ≤ ½ of before_request": "PASS",
+        "Outbound (httpx Client): meshprop ≤ the same headers= by hand": "PASS",
+        "Outbound (httpx Client): meshprop - carry ≤ 2 % of bare": "PASS",
+        "Outbound (httpx AsyncClient): meshprop ≤ the same headers= by hand": "NOT MEASURED",
+        "Outbound (httpx AsyncClient): meshprop - carry ≤ 2 % of bare": "NOT MEASURED",
+        "Outbound (requests Session): meshprop ≤ the same headers= by hand": "MISS",
+        "Outbound (requests Session): meshprop - carry ≤ 2 % of bare": "MISS",
+        "Outbound (aiohttp ClientSession): meshprop ≤ the same headers= by hand": "PASS",
+        "Outbound (aiohttp ClientSession): meshprop - carry ≤ 2 % of bare": "NOT MEASURED",
+    }
+    why = {row["budget"]: row.get("why") for row in rows}
+    assert why["Outbound (httpx AsyncClient): meshprop - carry ≤ 2 % of bare"] == (
+        "httpx-async not run"
+    )
+    assert why["Outbound (aiohttp ClientSession): meshprop - carry ≤ 2 % of bare"] == (
+        "aiohttp-client / carry not measured"
+    )
+    table = "\n".join(_report.budget_table(rows))
+    assert (
+        "| Inbound (Starlette): meshprop-read ≤ asgi-correlation-id | instructions | "
+        "meshprop-read +40,000 | ≤ asgi-correlation-id +41,000 | **PASS** |"
+    ) in table
+    assert (
+        "| meshprop-read +43,500 (1.09 x Starlette's) | Starlette's meshprop-read +40,000 "
+        "± 10 % = 36,000 … 44,000 | **PASS** |"
+    ) in table
+    assert (
+        "| meshprop-read +40,000 | ≤ 0.5 x before_request +80,000 = +40,000 | **PASS** |" in table
+    )
+    assert (
+        "| meshprop - carry +15,000 (over bare: meshprop +30,000, carry +15,000) | "
+        "≤ 2 % of bare 500,000 = 10,000 | **MISS** |"
+    ) in table
+    assert "| meshprop +30,000 | ≤ headers= by hand +20,000 | **MISS** |" in table
+
+
+@pytest.mark.parametrize(
+    ("aiohttp_overhead", "result"),
+    [(36_500, "PASS"), (43_500, "PASS"), (35_500, "MISS"), (44_500, "MISS")],
+)
+def test_the_aiohttp_server_budget_misses_on_either_side(
+    aiohttp_overhead: int, result: str
+) -> None:
+    costs = COSTS | {"aiohttp-server": {"bare": 70_000, "meshprop-read": 70_000 + aiohttp_overhead}}
+
+    rows = _report.cost_budgets(costs, _report.INSTRUCTIONS)
+
+    assert _verdicts(rows)[
+        "Inbound (aiohttp server): meshprop-read within ± 10 % of Starlette's"
+    ] == (result)
+
+
+def test_the_counts_judge_where_they_have_the_figures_and_the_wall_clock_stays_beside() -> None:
+    timed = _report.cost_budgets(
+        {"asgi-starlette": {"bare": 14.0, "meshprop-read": 26.0, "asgi-correlation-id": 21.0}},
+        _report.MICROSECONDS,
+    )
+    counted = _report.cost_budgets(
+        {"asgi-fastapi": COSTS["asgi-fastapi"], "asgi-starlette": COSTS["asgi-starlette"]},
+        _report.INSTRUCTIONS,
+    )
+
+    judged = _report.judged_on_counts(timed, counted)
+
+    starlette, fastapi = judged[0], judged[1]
+    assert (starlette["unit"], starlette["result"]) == ("instructions", "PASS")
+    assert starlette["wall_clock"]["result"] == "MISS"  # +12 µs against +7 µs
+    assert fastapi["unit"] == "instructions" and fastapi["wall_clock"]["result"] == "NOT MEASURED"
+    assert judged[2] == timed[2]  # no counts for the aiohttp server: the wall clock's row
+    line = _report.budget_table(judged)[2]
+    assert line.endswith("| meshprop-read +12.00 µs; ≤ asgi-correlation-id +7.00 µs: **MISS** |"), (
+        line
+    )
+
+
+def test_memory_growth_misses() -> None:
+    kept = MemoryResult("asgi", requests=100_000, blocks_growth=100_000, rss_growth_bytes=0)
+    steady = MemoryResult("wsgi", requests=100_000, blocks_growth=-6, rss_growth_bytes=0)
+
+    assert [row["result"] for row in _report.memory_budgets([kept, steady])] == ["MISS", "PASS"]
+
+
+def test_the_instruction_report_and_its_counts_file(tmp_path: Path) -> None:
+    document = {"run": {"started": "now", "python": "3.11", "commit": "abc1234"}, "suites": COSTS}
+    text = instructions.markdown(document)
+    _report.write(document, text, tmp_path, "instructions")
+
+    assert "| Inbound (FastAPI): meshprop-read ≤ asgi-correlation-id | instructions |" in text
+    assert "| asgi-fastapi | meshprop-read | 345,000 | +45,000 |" in text
+    assert "**NOT MEASURED**: `make bench` measures it" in text
+    assert _report.read_counts(tmp_path / "instructions.json") == json.loads(json.dumps(document))
+    assert _report.read_counts(tmp_path / "absent.json") is None
+
+
+def test_the_wall_clock_report_is_judged_on_the_counts_given(tmp_path: Path) -> None:
+    counts = tmp_path / "instructions.json"
+    counts.write_text(
+        json.dumps(
+            {"run": {"started": "then", "python": "3.11", "commit": "abc1234"}, "suites": COSTS}
+        ),
+        encoding="utf-8",
+    )
+
+    document = _run.run(TINY, ["wsgi-flask"], tmp_path, log=_silent, instruction_counts=counts)
+
+    flask = next(b for b in document["budgets"] if b["budget"].startswith("Inbound (Flask)"))
+    assert flask["unit"] == "instructions" and flask["result"] == "PASS"
+    assert flask["wall_clock"]["unit"] == "µs"
+    assert "from `instructions.json` (then, commit abc1234" in document["markdown"]
 
 
 def test_sockets_suite_loads_uvicorn_bare_and_with_meshprop() -> None:
@@ -124,10 +308,15 @@ def test_command_line_quick_run_writes_its_files(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("suite", "variant"),
-    [(suite, variant) for suite in instructions.SUITES for variant in ("bare", "meshprop")],
-)
-def test_the_instruction_probe_runs_each_budget_suite(suite: str, variant: str) -> None:
+@pytest.mark.parametrize("suite", instructions.SUITES)
+def test_the_instruction_probe_runs_each_budget_variant(suite: str) -> None:
     """What ``python -m benchmarks.instructions`` runs under callgrind, here without it."""
-    _instruction_probe.run(suite, variant, 3)
+    loop = asyncio.new_event_loop()
+    with ExitStack() as stack:
+        names = [variant.name for variant in _run._variants(suite, stack, loop)]
+    loop.close()
+    budgeted = [name for name in names if name in instructions.BUDGET_VARIANTS]
+    assert "meshprop" in budgeted and ("meshprop-read" in budgeted or "carry" in budgeted)
+
+    for name in budgeted:
+        _instruction_probe.run(suite, name, 3)
