@@ -41,7 +41,7 @@ SUITES = {
     "requests": 100,
     "aiohttp-client": 200,
 }
-#: The variants the budgets compare, by default.
+#: The variants the budgets compare, and the floor beside them: the default set.
 BUDGET_VARIANTS = (
     "bare",
     "floor",
