@@ -241,3 +241,13 @@ def test_a_pickled_session_keeps_its_config() -> None:
 def test_config_is_keyword_only() -> None:
     with pytest.raises(TypeError):
         Session(meshprop.Config())  # type: ignore[call-arg]
+
+
+def test_a_header_set_to_none_is_not_forwarded(server: RecordingServer) -> None:
+    """``headers={name: None}`` is requests' way to remove a header: the forwarded one too."""
+    with make_session() as session, meshprop.bind(INBOUND):
+        session.get(server.url + "/a", headers={"X-Request-Id": None})
+        session.headers["x-b3-sampled"] = None  # type: ignore[assignment]
+        session.get(server.url + "/b")
+    assert propagated(server.headers(0)) == {"traceparent": TRACEPARENT, "x-b3-sampled": "1"}
+    assert propagated(server.headers(1)) == {"x-request-id": "req-1", "traceparent": TRACEPARENT}
