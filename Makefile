@@ -9,7 +9,8 @@ CORE_TESTS := tests/test_headers.py tests/test_capture.py tests/test_snapshot.py
 	tests/test_config.py tests/test_scope.py tests/test_outbound.py tests/test_vectors.py \
 	tests/test_fast_path.py tests/test_package.py
 
-.PHONY: demo test lint typecheck check test-versions bench bench-quick bench-instructions clean sidecar
+.PHONY: demo test lint typecheck check test-versions bench bench-quick bench-instructions clean sidecar \
+	stress stress-ci
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +50,14 @@ test-versions:
 		echo "== core tests on Python $$version"; \
 		"$$venv/bin/python" -m pytest -p no:cacheprovider $(CORE_TESTS); \
 	done
+
+# The stress harness (not part of `make test`): real servers under hostile and heavy traffic on
+# 127.0.0.1. STRESS_BUDGET=ci bounds it to the CI budget (under 4 minutes on 2 cores).
+stress: $(STAMP)
+	$(PY) -m stress
+
+stress-ci: $(STAMP)
+	STRESS_BUDGET=ci $(PY) -m stress
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
