@@ -44,7 +44,7 @@ def traits(name: str, by_name: Mapping[str, Sequence[str]], joined: bool) -> str
     value = ",".join(v.strip(" \t") for v in values)
     if len(values) > 1 and name in (o.REQUEST_ID, o.TRACEPARENT):
         found.append("repeated")
-    parents = by_name.get(o.B3_PARENT, [])
+    parents = [p.strip(" \t") for p in by_name.get(o.B3_PARENT, [])]
     if name in (o.B3_TRACE, o.B3_SPAN, "trace id") and parents and set(parents[0]) == {"0"}:
         found.append("all-zero x-b3-parentspanid")
     if name == "trace id":
