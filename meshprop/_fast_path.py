@@ -21,7 +21,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _headers as h
-from ._snapshot import Snapshot
+from ._snapshot import ReadOnlyHeaders, Snapshot
 
 if TYPE_CHECKING:
     from ._plan import Plan
@@ -233,14 +233,14 @@ class FastPath:
 
     def unpack(
         self, joined: bytes | str, request_id: str | None
-    ) -> tuple[dict[str, str], str | None, str | None]:
+    ) -> tuple[ReadOnlyHeaders, str | None, str | None]:
         """The headers and trace ids of lines that matched: what ``Snapshot`` builds on first
         use."""
         text = joined.decode("latin-1") if isinstance(joined, bytes) else joined
         values = text.split("\n")
         if self._reads_request_id:
             values[0] = request_id or ""
-        headers = dict(filter(_has_value, zip(self._names, values, strict=True)))
+        headers = ReadOnlyHeaders(filter(_has_value, zip(self._names, values, strict=True)))
         traceparent = values[self._traceparent_line] if self._traceparent_line >= 0 else ""
         if traceparent and self._prefer_w3c:
             return headers, traceparent[3:35], traceparent[36:52]

@@ -12,12 +12,25 @@ import contextvars
 import functools
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import ParamSpec, Protocol, TypeVar
+from typing import NoReturn, ParamSpec, Protocol, TypeVar
 
 from ._tracing import tracing
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+
+
+class ReadOnlyHeaders(dict[str, str]):
+    """A snapshot's headers: a dict that refuses changes, so ``meshprop.current()`` can hand it
+    out as it is, and ``dict(meshprop.current())`` copies it at a plain dict's speed."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("the forwarded headers are read-only: copy them with dict() first")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
 
 
 class Snapshot:
@@ -40,7 +53,6 @@ class Snapshot:
         "_span_id",
         "_trace_id",
         "_unpacker",
-        "_view",
         "has_ended",
         "request_id",
     )
@@ -54,17 +66,16 @@ class Snapshot:
         lines: bytes | str | None = None,
         unpacker: _Unpacker | None = None,
     ) -> None:
-        self._headers = headers
+        self._headers = None if headers is None else ReadOnlyHeaders(headers)
         self.request_id = request_id
         self._trace_id = trace_id
         self._span_id = span_id
         self._lines = lines
         self._unpacker = unpacker
-        self._view: Mapping[str, str] | None = None
         self.has_ended = False
 
     @property
-    def headers(self) -> dict[str, str]:
+    def headers(self) -> ReadOnlyHeaders:
         headers = self._headers
         if headers is None:
             headers = self._unpack()
@@ -82,7 +93,7 @@ class Snapshot:
             self._unpack()
         return self._span_id
 
-    def _unpack(self) -> dict[str, str]:
+    def _unpack(self) -> ReadOnlyHeaders:
         # Two threads may both unpack: each builds an equal result, and either one is kept.
         assert self._unpacker is not None and self._lines is not None
         headers, self._trace_id, self._span_id = self._unpacker.unpack(self._lines, self.request_id)
@@ -90,11 +101,11 @@ class Snapshot:
         return headers
 
     def view(self) -> Mapping[str, str]:
-        """A read-only view of the headers, made once per snapshot."""
-        view = self._view
-        if view is None:
-            view = self._view = MappingProxyType(self.headers)
-        return view
+        """The headers, read-only."""
+        headers = self._headers
+        if headers is None:
+            headers = self._unpack()
+        return headers
 
     def __repr__(self) -> str:
         return f"Snapshot({self.headers!r})"
@@ -105,7 +116,7 @@ class _Unpacker(Protocol):
 
     def unpack(
         self, lines: bytes | str, request_id: str | None
-    ) -> tuple[dict[str, str], str | None, str | None]: ...
+    ) -> tuple[ReadOnlyHeaders, str | None, str | None]: ...
 
 
 #: The snapshot of the request being served in this context, or None outside a request.

@@ -150,13 +150,45 @@ def tracestate(value: str) -> bool:
     return 1 <= members <= TRACESTATE_MEMBERS
 
 
+# The total budget (README, Configuration): at most 32 headers and 16,384 characters of names
+# and values, the request id included; the request id and the trace context always travel,
+# the others in order while they fit.
+MAX_HEADERS = 32
+MAX_TOTAL_LENGTH = 16384
+_TRACE_CONTEXT = frozenset(
+    {TRACEPARENT, TRACESTATE, B3, B3_TRACE, B3_SPAN, B3_PARENT, B3_SAMPLED, B3_FLAGS}
+)
+_UUID4_LENGTH = 36
+
+
+def _within_budget(forwarded: dict[str, str], request_id: str | None) -> dict[str, str]:
+    count = 1
+    size = len(REQUEST_ID) + (len(request_id) if request_id is not None else _UUID4_LENGTH)
+    kept = {name: value for name, value in forwarded.items() if name in _TRACE_CONTEXT}
+    count += len(kept)
+    size += sum(len(name) + len(value) for name, value in kept.items())
+    for name, value in forwarded.items():
+        if (
+            name not in kept
+            and count < MAX_HEADERS
+            and size + len(name) + len(value) <= (MAX_TOTAL_LENGTH)
+        ):
+            kept[name] = value
+            count += 1
+            size += len(name) + len(value)
+    return {name: value for name, value in forwarded.items() if name in kept}
+
+
 def expect(
     headers: Iterable[tuple[str, str]], rules: Rules = DEFAULT, *, joined: bool = False
 ) -> Expected:
     """What the design says the app sees for a request that delivered ``headers``, in order.
 
     ``joined`` is a WSGI request: the server has already joined repeated headers with commas,
-    so a name comes once, and a joined ``x-request-id`` counts as its first element.
+    so a name comes once. The README's repeat rules: a header whose first occurrence wins
+    (``x-request-id``, ``b3``, the ``x-b3-*`` headers) counts as the first comma-separated
+    member of that occurrence, on every server; ``tracestate``, ``baggage`` and any other
+    header join their occurrences in order with commas; two ``traceparent`` are invalid.
     """
     values: dict[str, list[str]] = {}
     for name, value in headers:
@@ -164,14 +196,12 @@ def expect(
 
     def first(name: str) -> str | None:
         found = values.get(name)
-        return found[0] if found else None
+        return found[0].split(",")[0].strip(_STRIPPED) if found else None
 
     forwarded: dict[str, str] = {}
     optional: dict[str, str] = {}
 
     request_id = first(REQUEST_ID)
-    if request_id is not None and joined:
-        request_id = request_id.split(",")[0].strip(_STRIPPED)
     if request_id is not None and not is_request_id(request_id):
         request_id = None
 
@@ -229,10 +259,11 @@ def expect(
             continue
         if not name.startswith(rules.prefixes) or name.startswith(SIDECAR_PREFIX):
             continue
-        value = occurrences[0]
+        value = ",".join(occurrences)
         if is_token(name) and value and len(value) <= DEFAULT_CAP and is_visible(value):
             forwarded[name] = value
 
+    forwarded = _within_budget(forwarded, request_id)
     if b3_trace_ids:
         trace_ids: frozenset[str | None] = frozenset(b3_trace_ids)
     else:
