@@ -167,6 +167,8 @@ def snapshot_from(found: dict[str, str], plan: Plan) -> Snapshot:
             continue  # absent, or empty: nothing to forward
         if rule.repeats == "first":
             value = _first_member(value)
+            if not value:
+                continue
         if len(value) <= cap and rule.is_valid(value):
             valid[rule.name] = value
         elif rule.unit:

@@ -161,9 +161,13 @@ _TRACE_CONTEXT = frozenset(
 _UUID4_LENGTH = 36
 
 
-def _within_budget(forwarded: dict[str, str], request_id: str | None) -> dict[str, str]:
-    count = 1
+def _within_budget(
+    forwarded: dict[str, str], request_id: str | None, optional: dict[str, str]
+) -> dict[str, str]:
+    # An optional header (an all-zero parent id) is trace context: it counts when it travels.
+    count = 1 + len(optional)
     size = len(REQUEST_ID) + (len(request_id) if request_id is not None else _UUID4_LENGTH)
+    size += sum(len(name) + len(value) for name, value in optional.items())
     kept = {name: value for name, value in forwarded.items() if name in _TRACE_CONTEXT}
     count += len(kept)
     size += sum(len(name) + len(value) for name, value in kept.items())
@@ -263,7 +267,7 @@ def expect(
         if is_token(name) and value and len(value) <= DEFAULT_CAP and is_visible(value):
             forwarded[name] = value
 
-    forwarded = _within_budget(forwarded, request_id)
+    forwarded = _within_budget(forwarded, request_id, optional)
     if b3_trace_ids:
         trace_ids: frozenset[str | None] = frozenset(b3_trace_ids)
     else:

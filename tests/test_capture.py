@@ -765,3 +765,9 @@ def test_prefer_w3c_reads_the_ids_from_traceparent(capture: Capture) -> None:
     w3c = capture(pairs, Config(prefer="w3c"))
     assert (w3c.trace_id, w3c.span_id) == (OTHER_TRACE, OTHER_SPAN)
     assert _trace_headers(w3c) == _trace_headers(capture(pairs))  # forwarding is unchanged
+
+
+def test_an_empty_first_member_is_no_value(capture: Capture) -> None:
+    pairs = [("x-b3-traceid", TRACE), ("x-b3-spanid", SPAN), ("x-b3-parentspanid", ",")]
+    assert _trace_headers(capture(pairs)) == {"x-b3-traceid": TRACE, "x-b3-spanid": SPAN}
+    assert _is_uuid4(capture([("x-request-id", ",")]).request_id)
