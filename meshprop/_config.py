@@ -296,5 +296,12 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 }
 _READERS = {key: (setting, _PARSERS[setting]) for key, (setting, _) in ENVIRONMENT.items()}
 
-#: The Config used wherever none is given.
+#: Config's defaults, without the environment.
 DEFAULT_CONFIG = Config()
+
+
+@functools.cache
+def default_config() -> Config:
+    """The process default, used wherever no Config is given: ``Config.from_env()``, read
+    once, at first use, so a bad ``MESHPROP_*`` variable fails at start-up, not per request."""
+    return Config.from_env()

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 
 from . import _headers as h
-from ._config import DEFAULT_CONFIG, Config, compiled_scope, uuid4_request_id
+from ._config import Config, compiled_scope, default_config, uuid4_request_id
 from ._fast_path import FastPath
 from ._scope import Scope
 
@@ -164,8 +164,9 @@ def _plan(config: Config, use_fast_path: bool) -> Plan:
 
 
 def plan_for(config: Config | None = None) -> Plan:
-    """The plan of ``config`` (the default Config when None), compiled once."""
-    return _plan(config or DEFAULT_CONFIG, _use_fast_path)
+    """The plan of ``config`` (the process default, from the environment, when None), compiled
+    once."""
+    return _plan(config or default_config(), _use_fast_path)
 
 
 def use_fast_path(enabled: bool) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 import meshprop
 from meshprop import _headers as h
-from meshprop._config import DEFAULT_CONFIG, ENVIRONMENT, Config, uuid4_request_id
+from meshprop._config import DEFAULT_CONFIG, ENVIRONMENT, Config, default_config, uuid4_request_id
 from meshprop._plan import plan_for
 
 
@@ -222,3 +222,26 @@ def test_from_env_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_from_env_rejects_bad_values(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Config.from_env(env)
+
+
+def test_the_environment_is_the_default_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MESHPROP_EXTRA_HEADERS", "x-canary")
+    default_config.cache_clear()
+    try:
+        with meshprop.bind({"x-canary": "on", "x-request-id": "r1"}) as forwarded:
+            assert forwarded["x-canary"] == "on"
+        middleware = meshprop.asgi.MeshPropMiddleware(lambda *args: None)  # type: ignore[arg-type]
+        assert middleware.config.extra_headers == ("x-canary",)
+    finally:
+        default_config.cache_clear()
+
+
+def test_a_bad_variable_fails_at_first_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MESHPROP_SCOPEE", "all")
+    default_config.cache_clear()
+    try:
+        with pytest.raises(ValueError, match=r"MESHPROP_SCOPEE.*MESHPROP_SCOPE"):
+            meshprop.asgi.MeshPropMiddleware(lambda *args: None)  # type: ignore[arg-type]
+    finally:
+        monkeypatch.delenv("MESHPROP_SCOPEE")
+        default_config.cache_clear()
