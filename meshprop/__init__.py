@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._capture import bind
 from ._config import Config
+from ._instrument import instrument, uninstrument
 from ._outbound import outbound_headers
 from ._snapshot import current, exception_request_id, request_id, span_id, trace_id, wrap
 
@@ -30,10 +31,12 @@ __all__ = [
     "bind",
     "current",
     "exception_request_id",
+    "instrument",
     "outbound_headers",
     "request_id",
     "span_id",
     "trace_id",
+    "uninstrument",
     "wrap",
 ]
 __version__ = "0.1.0"

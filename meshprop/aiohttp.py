@@ -42,6 +42,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from ._extras import require
+from ._instrument import active_plan
 
 require("aiohttp", "aiohttp")
 
@@ -71,6 +72,11 @@ try:
     _REQUEST_ID_KEY = web.RequestKey("meshprop_request_id", str)
 except AttributeError:  # older aiohttp has no RequestKey, and does not warn about str keys
     _REQUEST_ID_KEY = "meshprop_request_id"
+_SETUP_KEY: Any
+try:
+    _SETUP_KEY = web.AppKey("meshprop_setup", bool)
+except AttributeError:
+    _SETUP_KEY = "meshprop_setup"
 
 
 def middleware(config: Config | None = None) -> Middleware:
@@ -85,6 +91,8 @@ def middleware(config: Config | None = None) -> Middleware:
 
     @web.middleware
     async def meshprop_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if _REQUEST_ID_KEY in request:  # captured already: a parent application's, or twice
+            return await handler(request)
         snapshot = capture_multidict(request.headers, plan)
         request_id = snapshot.request_id
         request[_REQUEST_ID_KEY] = request_id
@@ -111,8 +119,12 @@ def middleware(config: Config | None = None) -> Middleware:
 def setup(app: web.Application, config: Config | None = None) -> None:
     """Install meshprop on ``app``: the middleware first of all, and the echo on every response.
 
-    Call it before the app starts (aiohttp freezes its middlewares and signals then).
+    Call it before the app starts (aiohttp freezes its middlewares and signals then). A second
+    call on the same application does nothing.
     """
+    if app.get(_SETUP_KEY):
+        return
+    app[_SETUP_KEY] = True
     app.middlewares.insert(0, middleware(config))
     echo_name = plan_for(config).echo_name
     if echo_name is None:
@@ -252,3 +264,37 @@ def _next_host(params: TraceRequestRedirectParams) -> str | None:
         return None
     # A location without an authority ("/next", "http:/next") stays on the current host.
     return target.host if target.host is not None else params.url.host
+
+
+# -- instrument(): every aiohttp client request and application -------------------------------
+
+
+def patched_send(original: Any) -> Any:
+    """``ClientRequest.send`` that adds what the request's host should get: aiohttp builds each
+    redirect hop as a new request from the caller's headers, so each hop is decided alone."""
+
+    async def send(self: ClientRequest, conn: Any) -> ClientResponse:
+        plan = active_plan()
+        host = self.url.host
+        if plan is not None and host is not None:
+            forwarded = headers_for_host(host, plan)
+            if forwarded:
+                headers = self.headers
+                for name in names_to_add(forwarded, {name.lower() for name in headers}):
+                    headers[name] = forwarded[name]
+        response: ClientResponse = await original(self, conn)
+        return response
+
+    return send
+
+
+def patched_app_init(original: Any) -> Any:
+    """``web.Application.__init__`` that ends with ``setup(app)``."""
+
+    def __init__(self: web.Application, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        plan = active_plan()
+        if plan is not None:
+            setup(self, plan.config)
+
+    return __init__

@@ -35,6 +35,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 __all__ = ["MeshPropMiddleware"]
 
 _MISSING = Token.MISSING
+#: The scope key with which ``instrument()``'s outermost middleware tells the others that the
+#: request is served.
+_INSTALLED = "meshprop.installed"
 
 # For each scope type served, the messages that open the response and carry its headers. A
 # websocket can be accepted, or denied with an HTTP response (the ASGI denial extension).
@@ -52,6 +55,8 @@ class MeshPropMiddleware:
     chunk of a streamed body and after background tasks.
     """
 
+    _marks_scope = False
+
     def __init__(self, app: ASGIApp, config: Config | None = None) -> None:
         self.app = app
         self._plan = plan_for(config)
@@ -60,7 +65,8 @@ class MeshPropMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response_starts = _RESPONSE_STARTS.get(scope["type"])
-        if response_starts is None:
+        if response_starts is None or _INSTALLED in scope:
+            # Not a request, or one an outer meshprop middleware (instrument()'s) serves.
             await self.app(scope, receive, send)
             return
 
@@ -70,6 +76,8 @@ class MeshPropMiddleware:
             # the app both (a changed scope is a copy, as ASGI asks of middleware).
             headers = list(headers)
             scope = {**scope, "headers": headers}
+        if self._marks_scope:
+            scope = {**scope, _INSTALLED: True}
         snapshot = capture_asgi(headers, self._plan)
         request_id = snapshot.request_id
         token = CURRENT.set(snapshot)
@@ -117,3 +125,23 @@ def _with_echo(message: Message, echo: tuple[bytes, bytes]) -> Message:
     message = dict(message)
     message["headers"] = [*headers, echo]
     return message
+
+
+class _Outermost(MeshPropMiddleware):
+    """What ``instrument()`` puts around a Starlette app's whole middleware stack: the 500 of
+    ``ServerErrorMiddleware`` leaves through it, and a ``MeshPropMiddleware`` the app added
+    itself passes the request through."""
+
+    _marks_scope = True
+
+
+def patched_build_stack(original: Callable[[Any], ASGIApp]) -> Callable[[Any], ASGIApp]:
+    """``Starlette.build_middleware_stack`` that puts meshprop outermost."""
+    from ._instrument import active_plan
+
+    def build_middleware_stack(self: Any) -> ASGIApp:
+        app = original(self)
+        plan = active_plan()
+        return app if plan is None else _Outermost(app, config=plan.config)
+
+    return build_middleware_stack

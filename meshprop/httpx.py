@@ -21,6 +21,7 @@ from typing import Any
 
 from ._config import Config
 from ._extras import require
+from ._instrument import active_plan
 from ._outbound import EncodedCache, headers_for_host, names_to_add, watched_names
 from ._plan import Plan, plan_for
 
@@ -156,3 +157,58 @@ def _readdress(previous: httpx.Request, next_request: httpx.Request, plan: Plan)
     for name in getattr(previous, "_meshprop_added_headers", ()):
         headers.pop(name, None)
     _add_forwarded(next_request, plan)
+
+
+# -- instrument(): plain httpx clients, through their public hooks ------------------------------
+
+#: Where a request's extensions (shared by its redirect hops) record what meshprop added.
+_ADDED = "meshprop.added"
+
+
+def _forward_hop(request: httpx.Request) -> None:
+    """A request event hook: take off what an earlier hop got from meshprop, then add what this
+    hop's host should get. httpx calls request hooks once per hop."""
+    plan = active_plan()
+    extensions = request.extensions
+    if plan is None or extensions.get(OPT_OUT) is False:
+        return
+    headers = request.headers
+    for name, value in extensions.get(_ADDED, {}).items():
+        if headers.get(name) == value:
+            del headers[name]
+    forwarded = headers_for_host(request.url.host, plan)
+    added: dict[str, str] = {}
+    if forwarded:
+        for name in names_to_add(forwarded, set(headers.keys())):
+            headers[name] = added[name] = forwarded[name]
+    extensions[_ADDED] = added
+
+
+async def _forward_hop_async(request: httpx.Request) -> None:
+    _forward_hop(request)
+
+
+def patched_send(original: Any) -> Any:
+    """``httpx.Client.send`` that puts the hop hook on the client first (once)."""
+
+    def send(self: httpx.Client, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        hooks = self.event_hooks["request"]
+        if _forward_hop not in hooks:
+            hooks.append(_forward_hop)
+        response: httpx.Response = original(self, request, **kwargs)
+        return response
+
+    return send
+
+
+def patched_async_send(original: Any) -> Any:
+    async def send(
+        self: httpx.AsyncClient, request: httpx.Request, **kwargs: Any
+    ) -> httpx.Response:
+        hooks = self.event_hooks["request"]
+        if _forward_hop_async not in hooks:
+            hooks.append(_forward_hop_async)
+        response: httpx.Response = await original(self, request, **kwargs)
+        return response
+
+    return send

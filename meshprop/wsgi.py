@@ -45,6 +45,8 @@ __all__ = ["MeshPropMiddleware"]
 
 _set_current = CURRENT.set  # bound once, not per request
 _END = object()  # what next() returns once the app's body is done
+#: The environ key that tells an inner meshprop middleware the request is served already.
+_INSTALLED = "meshprop.installed"
 
 
 class MeshPropMiddleware:
@@ -61,6 +63,9 @@ class MeshPropMiddleware:
         self._echo_name = self._plan.echo_name
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if _INSTALLED in environ:  # an outer meshprop middleware serves this request
+            return self.app(environ, start_response)
+        environ[_INSTALLED] = True
         snapshot = capture_environ(environ, self._plan)
         request_id = snapshot.request_id
         echo_name = self._echo_name
@@ -148,3 +153,18 @@ class _BodyInContext:
         except BaseException as error:
             mark_exception(error, self._snapshot)
             raise
+
+
+def patched_flask_wsgi_app(original: Callable[..., Iterable[bytes]]) -> Callable[..., Any]:
+    """``Flask.wsgi_app`` that runs each request through a ``MeshPropMiddleware``."""
+    from ._instrument import active_plan
+
+    def wsgi_app(self: Any, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        plan = active_plan()
+        if plan is None:
+            return original(self, environ, start_response)
+        return MeshPropMiddleware(partial(original, self), config=plan.config)(
+            environ, start_response
+        )
+
+    return wsgi_app

@@ -45,6 +45,8 @@ def _silent(line: str) -> None:
     return None
 
 
+# Every variant of every suite is built and served: a minute alone, several on a busy machine.
+@pytest.mark.timeout(600)
 def test_every_in_process_suite_measures_every_variant(tmp_path: Path) -> None:
     suites = (*_run.TIMING_SUITES, "memory")
     document = _run.run(TINY, suites, tmp_path, log=_silent)

@@ -1,0 +1,52 @@
+"""``http.client`` under ``instrument()``: the forwarded headers added to each request a
+connection sends, so ``urllib.request``, urllib3 and requests forward them too.
+
+The names a request's caller put are recorded as they are put (``putheader``), and the missing
+forwarded headers are put last, just before the headers end (``endheaders``), judged by the
+connection's host: a redirect is a new request, decided again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ._instrument import active_plan
+from ._outbound import headers_for_host, names_to_add
+
+#: The names put so far on the request a connection is building (an attribute of ours).
+_PUT_NAMES = "_meshprop_put_names"
+
+
+def putrequest(original: Callable[..., None]) -> Callable[..., None]:
+    def patched(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> None:
+        original(self, method, url, *args, **kwargs)
+        self.__dict__[_PUT_NAMES] = set()
+
+    return patched
+
+
+def putheader(original: Callable[..., None]) -> Callable[..., None]:
+    def patched(self: Any, header: str | bytes, *values: Any) -> None:
+        names = self.__dict__.get(_PUT_NAMES)
+        if names is not None:
+            name = header.decode("latin-1") if isinstance(header, bytes) else str(header)
+            names.add(name.lower())
+        original(self, header, *values)
+
+    return patched
+
+
+def endheaders(original: Callable[..., None]) -> Callable[..., None]:
+    def patched(self: Any, *args: Any, **kwargs: Any) -> None:
+        names = self.__dict__.pop(_PUT_NAMES, None)
+        plan = active_plan()
+        if names is not None and plan is not None:
+            host = getattr(self, "_tunnel_host", None) or self.host
+            forwarded = headers_for_host(host, plan) if isinstance(host, str) else None
+            if forwarded:
+                for name in names_to_add(forwarded, names):
+                    self.putheader(name, forwarded[name])
+        original(self, *args, **kwargs)
+
+    return patched
