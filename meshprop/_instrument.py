@@ -102,6 +102,7 @@ def uninstrument() -> None:
                 sys.meta_path.remove(_finder)
             _finder = None
         _waiting.clear()
+        _ready.clear()
         for applied in reversed(_applied):
             if applied.had_own:
                 setattr(applied.owner, applied.attribute, applied.original)
@@ -136,12 +137,28 @@ def _apply(patch: Patch, module: ModuleType) -> None:
     _applied.append(_Applied(owner, patch.attribute, original, had_own))
 
 
+_ready: list[Patch] = []
+_applying = False
+
+
 def _module_ran(name: str) -> None:
+    """Apply the patches that waited for ``name``. Building a replacement imports its adapter,
+    which may import more of the library and so come back here: those patches wait until the
+    outer ones are done, so no adapter is used half-imported."""
+    global _applying
     with _lock:
-        module = sys.modules.get(name)
-        for patch in _waiting.pop(name, ()):
-            if module is not None and _plan is not None:
-                _apply(patch, module)
+        _ready.extend(_waiting.pop(name, ()))
+        if _applying:
+            return
+        _applying = True
+        try:
+            while _ready:
+                patch = _ready.pop(0)
+                module = sys.modules.get(patch.module)
+                if module is not None and _plan is not None:
+                    _apply(patch, module)
+        finally:
+            _applying = False
 
 
 class _PatchOnImport(importlib.abc.MetaPathFinder):

@@ -1,0 +1,13 @@
+import os
+
+import requests
+from flask import Flask
+
+app = Flask(__name__)
+
+
+@app.get("/")
+def index() -> dict[str, object]:
+    session = requests.Session()
+    session.trust_env = False
+    return {"downstream": session.get(os.environ["DOWNSTREAM"] + "/from-flask").status_code}
