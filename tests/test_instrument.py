@@ -264,3 +264,13 @@ async def test_an_aiohttp_application_is_set_up() -> None:
         response = await client.get("/", headers={"x-request-id": "in-4"})
         assert await response.json() == {"request_id": "in-4"}
         assert response.headers.getall("x-request-id") == ["in-4"]
+
+
+def test_without_instrument_run_in_executor_loses_the_context() -> None:
+    """What the README's table says ``instrument()`` fixes."""
+
+    async def in_executor() -> str | None:
+        with meshprop.bind(INBOUND):
+            return await asyncio.get_running_loop().run_in_executor(None, meshprop.request_id)
+
+    assert asyncio.run(in_executor()) is None
