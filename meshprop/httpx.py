@@ -1,17 +1,15 @@
 """``httpx.Client`` and ``httpx.AsyncClient`` that forward the current request's propagation
-headers.
+headers, and the request event hook ``instrument()`` puts on plain httpx clients.
 
-The headers are added in ``build_request``, where httpx merges the client's default headers
-with the request's once: ``client.get``, ``client.request``, ``client.stream`` and a request
-from ``client.build_request`` sent with ``client.send`` all pass through it. A request the
-caller builds by hand (``httpx.Request(...)``) is sent as is, exactly as httpx sends it without
-the client's default headers.
-
-A redirect hop starts as a copy of the previous hop's headers, so the headers meshprop added are
-taken off again in ``_build_redirect_request`` (where httpx decides what the next hop carries,
-and takes off ``Authorization`` when the origin changes) and added anew only if the next host is
-inside the scope. The same method builds ``response.next_request`` when redirects are not
-followed, so a redirect the caller follows by hand is treated alike.
+Both go through httpx's public surface. The drop-in clients add the headers in
+``build_request``, where httpx merges the client's default headers with the request's, so they
+are visible before sending (``client.get``, ``client.stream``, ``build_request`` + ``send``); a
+request the caller builds by hand (``httpx.Request(...)``) is sent as is, as httpx sends it
+without the client's default headers. A redirect hop starts as a copy of the previous hop's
+headers and passes through the request event hooks: there the headers meshprop added (recorded
+in the request's ``extensions``, which httpx hands on to every hop) are taken off, and added
+again only if the hop's host is inside the scope. ``response.next_request``, sent by hand, is
+such a hop too.
 """
 
 from __future__ import annotations
@@ -35,44 +33,108 @@ __all__ = ["OPT_OUT", "AsyncClient", "Client"]
 #: ``client.get(url, extensions={"meshprop": False})``.
 OPT_OUT = "meshprop"
 
-# On a request meshprop added headers to, ``_meshprop_added_headers`` holds the names it added,
-# to take them off a redirect hop.
+# In a request's extensions (shared by its redirect hops): what meshprop added to the last hop
+# it decided, and which request that was (its id), so a hook never decides one twice.
+_ADDED = "meshprop.added"
+_DECIDED = "meshprop.decided"
 
 
-def _has_known_internals() -> bool:
-    """meshprop relies on two httpx internals, unchanged across the versions it supports (0.27,
-    0.28): the redirect hook, and the (raw name, lower-case name, value) entries of ``Headers``.
-    """
-    headers = httpx.Headers({"A": "b"})
-    return hasattr(httpx.Client, "_build_redirect_request") and headers._list == [
-        (b"A", b"a", b"b")
-    ]
+def _has_list_layout() -> bool:
+    """Whether ``Headers`` keeps (raw name, lower-case name, value) entries in ``_list``, as
+    httpx 0.27 and 0.28 do: then forwarded headers are appended there, ready-encoded, instead
+    of one ``__setitem__`` (a scan of the list) per header."""
+    try:
+        return httpx.Headers({"A": "b"})._list == [(b"A", b"a", b"b")]
+    except Exception:
+        return False
 
 
-# Fail at import rather than forward to every redirect target if httpx ever changes them.
-if not _has_known_internals():
-    raise ImportError(f"meshprop.httpx does not support httpx {httpx.__version__} yet")
+_LIST_LAYOUT = _has_list_layout()
+
+
+class _Encoded:
+    """One snapshot's headers encoded the way ``Headers`` stores them."""
+
+    __slots__ = ("entries", "watched")
+
+    def __init__(self, forwarded: Mapping[str, str]) -> None:
+        self.entries = {
+            name: (name.encode("latin-1"), name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in forwarded.items()
+        }
+        self.watched = frozenset(name.encode("latin-1") for name in watched_names(forwarded))
+
+
+_encoded = EncodedCache(_Encoded)
+
+
+def _forward(request: httpx.Request, plan: Plan) -> None:
+    """Make ``request`` carry what its host should get: take off what meshprop added to an
+    earlier hop, then add the forwarded headers its caller did not set."""
+    extensions = request.extensions
+    extensions[_DECIDED] = id(request)
+    if extensions.get(OPT_OUT) is False:
+        return
+    headers = request.headers
+    previous: dict[str, str] | None = extensions.get(_ADDED)
+    if previous:
+        for name, value in previous.items():
+            if headers.get(name) == value:
+                del headers[name]
+    forwarded = headers_for_host(request.url.host, plan)
+    if not forwarded:
+        extensions[_ADDED] = {}
+        return
+    if _LIST_LAYOUT:
+        encoded = _encoded.get(forwarded)
+        items = headers._list
+        watched = encoded.watched
+        for _, lower_name, _ in items:
+            if lower_name in watched:
+                break
+        else:  # the caller set none of them: the usual case
+            items += encoded.entries.values()
+            extensions[_ADDED] = forwarded
+            return
+        present = {lower_name.decode("latin-1") for _, lower_name, _ in items}
+        added = {name: forwarded[name] for name in names_to_add(forwarded, present)}
+        items += (encoded.entries[name] for name in added)
+    else:
+        added = {name: forwarded[name] for name in names_to_add(forwarded, set(headers.keys()))}
+        headers.update(added)
+    extensions[_ADDED] = added
+
+
+def _hop(request: httpx.Request, plan: Plan | None) -> None:
+    """A request event hook's work: decide a redirect hop (or a plain client's request) that
+    no earlier step decided."""
+    extensions = request.extensions
+    if plan is not None and extensions.get(_DECIDED) != id(request):
+        _forward(request, plan)
 
 
 class _Forwarding:
-    """What both clients add to httpx: the forwarded headers on every request they build, and a
-    fresh decision on each redirect hop."""
+    """What both drop-in clients add to httpx."""
 
     _meshprop_plan: Plan
 
+    def _meshprop_install(self, config: Config | None, is_async: bool) -> None:
+        self._meshprop_plan = plan = plan_for(config)
+
+        def redirect_hop(request: httpx.Request) -> None:
+            if _ADDED in request.extensions:  # one that build_request decided, and its hops
+                _hop(request, plan)
+
+        async def async_redirect_hop(request: httpx.Request) -> None:
+            redirect_hop(request)
+
+        hooks = self.event_hooks["request"]  # type: ignore[attr-defined]
+        hooks.append(async_redirect_hop if is_async else redirect_hop)
+
     def build_request(self, *args: Any, **kwargs: Any) -> httpx.Request:
         request: httpx.Request = super().build_request(*args, **kwargs)  # type: ignore[misc]
-        _add_forwarded(request, self._meshprop_plan)
+        _forward(request, self._meshprop_plan)
         return request
-
-    def _build_redirect_request(
-        self, request: httpx.Request, response: httpx.Response
-    ) -> httpx.Request:
-        next_request: httpx.Request = super()._build_redirect_request(  # type: ignore[misc]
-            request, response
-        )
-        _readdress(request, next_request, self._meshprop_plan)
-        return next_request
 
 
 class Client(_Forwarding, httpx.Client):
@@ -85,7 +147,7 @@ class Client(_Forwarding, httpx.Client):
 
     def __init__(self, *, config: Config | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._meshprop_plan = plan_for(config)
+        self._meshprop_install(config, is_async=False)
 
 
 class AsyncClient(_Forwarding, httpx.AsyncClient):
@@ -98,94 +160,18 @@ class AsyncClient(_Forwarding, httpx.AsyncClient):
 
     def __init__(self, *, config: Config | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._meshprop_plan = plan_for(config)
+        self._meshprop_install(config, is_async=True)
 
 
-def _add_forwarded(request: httpx.Request, plan: Plan) -> None:
-    """Add to ``request`` the forwarded headers its caller did not set.
-
-    The lower-case names already present are checked in one pass over the list ``Headers``
-    keeps (raw name, lower-case name, value), and the missing headers are appended to it,
-    ready-encoded: ``Headers.__contains__`` and ``__setitem__`` each scan the whole list.
-    """
-    extensions = request.extensions
-    if OPT_OUT in extensions and extensions[OPT_OUT] is False:
-        return
-    forwarded = headers_for_host(request.url.host, plan)
-    if forwarded is None:
-        return
-    encoded = _encoded.get(forwarded)
-    items = request.headers._list
-    watched = encoded.watched
-    for _, lower_name, _ in items:
-        if lower_name in watched:
-            break
-    else:  # the caller set none of them: the usual case
-        items += encoded.entries
-        request._meshprop_added_headers = encoded.names  # type: ignore[attr-defined]
-        return
-    present = {lower_name.decode("latin-1") for _, lower_name, _ in items}
-    added = names_to_add(forwarded, present)
-    for name in added:
-        items.append(encoded.entries[encoded.names.index(name)])
-    if added:
-        request._meshprop_added_headers = added  # type: ignore[attr-defined]
+# -- instrument(): plain httpx clients ----------------------------------------------------------
 
 
-class _Encoded:
-    """One snapshot's headers encoded the way ``Headers`` stores them."""
-
-    __slots__ = ("entries", "names", "watched")
-
-    def __init__(self, forwarded: Mapping[str, str]) -> None:
-        self.names = tuple(forwarded)
-        entries = []
-        for name, value in forwarded.items():
-            raw_name = name.encode("latin-1")
-            entries.append((raw_name, raw_name, value.encode("latin-1")))
-        self.entries = tuple(entries)
-        self.watched = frozenset(name.encode("latin-1") for name in watched_names(forwarded))
+def _instrumented_hop(request: httpx.Request) -> None:
+    _hop(request, active_plan())
 
 
-_encoded = EncodedCache(_Encoded)
-
-
-def _readdress(previous: httpx.Request, next_request: httpx.Request, plan: Plan) -> None:
-    """Take the headers meshprop added to ``previous`` off the redirect hop that copied them,
-    then add them again if the hop's host is inside the scope."""
-    headers = next_request.headers
-    for name in getattr(previous, "_meshprop_added_headers", ()):
-        headers.pop(name, None)
-    _add_forwarded(next_request, plan)
-
-
-# -- instrument(): plain httpx clients, through their public hooks ------------------------------
-
-#: Where a request's extensions (shared by its redirect hops) record what meshprop added.
-_ADDED = "meshprop.added"
-
-
-def _forward_hop(request: httpx.Request) -> None:
-    """A request event hook: take off what an earlier hop got from meshprop, then add what this
-    hop's host should get. httpx calls request hooks once per hop."""
-    plan = active_plan()
-    extensions = request.extensions
-    if plan is None or extensions.get(OPT_OUT) is False:
-        return
-    headers = request.headers
-    for name, value in extensions.get(_ADDED, {}).items():
-        if headers.get(name) == value:
-            del headers[name]
-    forwarded = headers_for_host(request.url.host, plan)
-    added: dict[str, str] = {}
-    if forwarded:
-        for name in names_to_add(forwarded, set(headers.keys())):
-            headers[name] = added[name] = forwarded[name]
-    extensions[_ADDED] = added
-
-
-async def _forward_hop_async(request: httpx.Request) -> None:
-    _forward_hop(request)
+async def _instrumented_hop_async(request: httpx.Request) -> None:
+    _hop(request, active_plan())
 
 
 def patched_send(original: Any) -> Any:
@@ -193,8 +179,8 @@ def patched_send(original: Any) -> Any:
 
     def send(self: httpx.Client, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         hooks = self.event_hooks["request"]
-        if _forward_hop not in hooks:
-            hooks.append(_forward_hop)
+        if _instrumented_hop not in hooks:
+            hooks.append(_instrumented_hop)
         response: httpx.Response = original(self, request, **kwargs)
         return response
 
@@ -206,8 +192,8 @@ def patched_async_send(original: Any) -> Any:
         self: httpx.AsyncClient, request: httpx.Request, **kwargs: Any
     ) -> httpx.Response:
         hooks = self.event_hooks["request"]
-        if _forward_hop_async not in hooks:
-            hooks.append(_forward_hop_async)
+        if _instrumented_hop_async not in hooks:
+            hooks.append(_instrumented_hop_async)
         response: httpx.Response = await original(self, request, **kwargs)
         return response
 

@@ -155,6 +155,15 @@ class Api:
                 client.close()
 
 
+@pytest.fixture(autouse=True, params=["accelerated", "public Headers API"])
+def headers_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: with the headers appended to ``Headers``' own list, and through the
+    public ``Headers`` API alone (what runs if httpx ever changes that list)."""
+    if request.param != "accelerated":
+        monkeypatch.setattr(mhttpx, "_LIST_LAYOUT", False)
+    return str(request.param)
+
+
 @pytest.fixture(params=["sync", "async"])
 async def api(request: pytest.FixtureRequest) -> AsyncIterator[Api]:
     api = Api(request.param)
@@ -528,3 +537,31 @@ async def test_the_opt_out_over_a_real_socket(api: Api, server: RecordingServer)
         response = await api.get(client, server.url + "/", extensions={"meshprop": False})
     assert response.status_code == 200
     assert _sent(server)[0].forwarded() == {}
+
+
+def test_importing_never_fails_when_httpx_changes_its_internals() -> None:
+    """A ``pip install -U httpx`` that changes ``Headers``' private list must not take the
+    service down: the import works and the headers still travel, by the public API."""
+    code = """
+import httpx
+class Unrecognised(list):  # a layout meshprop does not know: equal to nothing it expects
+    __eq__ = lambda self, other: False
+    __hash__ = None
+original_init = httpx.Headers.__init__
+def init(self, *args, **kwargs):
+    original_init(self, *args, **kwargs)
+    self._list = Unrecognised(self._list)
+httpx.Headers.__init__ = init
+import meshprop, meshprop.httpx
+assert meshprop.httpx._LIST_LAYOUT is False
+seen = []
+transport = httpx.MockTransport(lambda r: seen.append(dict(r.headers)) or httpx.Response(200))
+with meshprop.bind({"x-request-id": "r1"}), meshprop.httpx.Client(transport=transport) as c:
+    c.get("http://payment-service/")
+print(seen[0]["x-request-id"])
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "r1"
