@@ -9,6 +9,7 @@ connection's host: a redirect is a new request, decided again.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from ._instrument import active_plan
@@ -16,6 +17,10 @@ from ._outbound import headers_for_host, names_to_add
 
 #: The names put so far on the request a connection is building (an attribute of ours).
 _PUT_NAMES = "_meshprop_put_names"
+
+#: True while a client above http.client (requests' ``Session.send``) has decided the request's
+#: headers itself: it knows what its caller removed, which http.client cannot see.
+decided_above: ContextVar[bool] = ContextVar("meshprop.decided_above", default=False)
 
 
 def putrequest(original: Callable[..., None]) -> Callable[..., None]:
@@ -41,7 +46,7 @@ def endheaders(original: Callable[..., None]) -> Callable[..., None]:
     def patched(self: Any, *args: Any, **kwargs: Any) -> None:
         names = self.__dict__.pop(_PUT_NAMES, None)
         plan = active_plan()
-        if names is not None and plan is not None:
+        if names is not None and plan is not None and not decided_above.get():
             host = getattr(self, "_tunnel_host", None) or self.host
             forwarded = headers_for_host(host, plan) if isinstance(host, str) else None
             if forwarded:

@@ -47,6 +47,10 @@ register(
         Patch("http.client", "HTTPConnection", "putrequest", _from("_http_client", "putrequest")),
         Patch("http.client", "HTTPConnection", "putheader", _from("_http_client", "putheader")),
         Patch("http.client", "HTTPConnection", "endheaders", _from("_http_client", "endheaders")),
+        *(
+            Patch("requests", "Session", name, _from("requests", f"patched_{name}"))
+            for name in ("prepare_request", "send", "rebuild_auth")
+        ),
         Patch("httpx", "Client", "send", _from("httpx", "patched_send")),
         Patch("httpx", "AsyncClient", "send", _from("httpx", "patched_async_send")),
         Patch("aiohttp", "ClientRequest", "send", _from("aiohttp", "patched_send")),

@@ -18,8 +18,10 @@ from typing import Any
 
 from ._config import Config
 from ._extras import require
+from ._http_client import decided_above
+from ._instrument import active_plan
 from ._outbound import EncodedCache, headers_for_host, names_to_add, watched_names
-from ._plan import plan_for
+from ._plan import Plan, plan_for
 from ._scope import url_host
 
 require("requests", "requests")
@@ -63,29 +65,84 @@ class Session(requests.Session):
 
     def prepare_request(self, request: requests.Request) -> PreparedRequest:
         prepared = super().prepare_request(request)
-        removed = [
-            str(name).lower()
-            for headers in (request.headers, self.headers)
-            if headers
-            for name, value in headers.items()
-            if value is None
-        ]
-        if removed:
-            setattr(prepared, _REMOVED_ATTRIBUTE, frozenset(removed))
+        _note_removed(self, request, prepared)
         return prepared
 
     def send(self, request: PreparedRequest, **kwargs: Any) -> Response:
-        forwarded = headers_for_host(_host(str(request.url)), self._meshprop_plan)
-        if forwarded:
-            request = _with_headers(request, forwarded)
-        return super().send(request, **kwargs)
+        return super().send(_to_send(request, self._meshprop_plan), **kwargs)
 
     def rebuild_auth(self, prepared_request: PreparedRequest, response: Response) -> None:
         super().rebuild_auth(prepared_request, response)  # type: ignore[no-untyped-call]
-        added = getattr(response.request, _ADDED_ATTRIBUTE, ())
-        headers = prepared_request.headers
-        for name in added:
-            headers.pop(name, None)
+        _take_off_added(prepared_request, response)
+
+
+def _note_removed(
+    session: requests.Session, request: requests.Request, prepared: PreparedRequest
+) -> None:
+    """Remember the names the caller set to None, requests' way to remove a header."""
+    removed = [
+        str(name).lower()
+        for headers in (request.headers, session.headers)
+        if headers
+        for name, value in headers.items()
+        if value is None
+    ]
+    if removed:
+        setattr(prepared, _REMOVED_ATTRIBUTE, frozenset(removed))
+
+
+def _to_send(request: PreparedRequest, plan: Plan) -> PreparedRequest:
+    """What to send: ``request``, or a copy with the forwarded headers it lacks (never twice:
+    a request meshprop already added to is sent as it is)."""
+    if hasattr(request, _ADDED_ATTRIBUTE):
+        return request
+    forwarded = headers_for_host(_host(str(request.url)), plan)
+    return _with_headers(request, forwarded) if forwarded else request
+
+
+def _take_off_added(prepared_request: PreparedRequest, response: Response) -> None:
+    """A redirect hop starts as a copy of the last one: take off what meshprop added there."""
+    headers = prepared_request.headers
+    for name in getattr(response.request, _ADDED_ATTRIBUTE, ()):
+        headers.pop(name, None)
+
+
+# -- instrument(): plain requests sessions --------------------------------------------------
+
+
+def patched_prepare_request(original: Any) -> Any:
+    def prepare_request(self: requests.Session, request: requests.Request) -> PreparedRequest:
+        prepared: PreparedRequest = original(self, request)
+        _note_removed(self, request, prepared)
+        return prepared
+
+    return prepare_request
+
+
+def patched_send(original: Any) -> Any:
+    def send(self: requests.Session, request: PreparedRequest, **kwargs: Any) -> Response:
+        plan = active_plan()
+        if plan is None:
+            response: Response = original(self, request, **kwargs)
+            return response
+        token = decided_above.set(True)
+        try:
+            response = original(self, _to_send(request, plan), **kwargs)
+        finally:
+            decided_above.reset(token)
+        return response
+
+    return send
+
+
+def patched_rebuild_auth(original: Any) -> Any:
+    def rebuild_auth(
+        self: requests.Session, prepared_request: PreparedRequest, response: Response
+    ) -> None:
+        original(self, prepared_request, response)
+        _take_off_added(prepared_request, response)
+
+    return rebuild_auth
 
 
 def _has_known_store() -> bool:

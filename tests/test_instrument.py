@@ -274,3 +274,14 @@ def test_without_instrument_run_in_executor_loses_the_context() -> None:
             return await asyncio.get_running_loop().run_in_executor(None, meshprop.request_id)
 
     assert asyncio.run(in_executor()) is None
+
+
+@pytest.mark.usefixtures("instrumented")
+def test_a_header_a_requests_caller_removed_stays_removed(server: RecordingServer) -> None:
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False
+    with meshprop.bind(INBOUND):
+        session.get(server.url + "/a", headers={"x-request-id": None})
+    assert forwarded(server) == [("traceparent", TRACEPARENT)]
