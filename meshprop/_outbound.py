@@ -7,7 +7,8 @@ headers) are decided once for all of them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, MutableMapping
+from contextvars import ContextVar
 from typing import Generic, TypeVar
 
 from . import _headers as h
@@ -85,3 +86,35 @@ def watched_names(forwarded: Mapping[str, str]) -> frozenset[str]:
     """The names whose presence on a call changes what it gets: the forwarded ones, and the
     trace headers (a caller's own trace context replaces the forwarded one)."""
     return frozenset(forwarded) | h.TRACE_NAMING_NAMES
+
+
+# -- the scope for what OpenTelemetry's instrumentations inject (while instrument() is on) -----
+#
+# ``MeshPropagator.inject`` never sees the destination; the clients do, before or after it. A
+# client that judges a destination outside the scope first notes the carrier it will send;
+# one that judges after takes back what the propagator last wrote.
+
+_outside_carrier: ContextVar[int] = ContextVar("meshprop.outside_carrier", default=0)
+_injected: ContextVar[tuple[tuple[str, str], ...]] = ContextVar("meshprop.injected", default=())
+
+
+def note_outside(carrier: object) -> None:
+    """``carrier``'s call goes outside the scope: an injection into it is refused."""
+    _outside_carrier.set(id(carrier))
+
+
+def is_noted_outside(carrier: object) -> bool:
+    return _outside_carrier.get() == id(carrier)
+
+
+def note_injected(pairs: tuple[tuple[str, str], ...]) -> None:
+    """What ``MeshPropagator.inject`` just wrote, for a client that judges after it."""
+    _injected.set(pairs)
+
+
+def take_back_injected(headers: MutableMapping[str, str]) -> None:
+    """Remove from ``headers`` what the propagator last wrote, where it is still unchanged."""
+    for name, value in _injected.get():
+        if headers.get(name) == value:
+            del headers[name]
+    _injected.set(())

@@ -53,9 +53,16 @@ from yarl import URL  # noqa: E402
 
 from ._capture import capture_multidict  # noqa: E402
 from ._config import Config  # noqa: E402
-from ._outbound import EncodedCache, headers_for_host, names_to_add, watched_names  # noqa: E402
+from ._outbound import (  # noqa: E402
+    EncodedCache,
+    headers_for_host,
+    names_to_add,
+    take_back_injected,
+    watched_names,
+)
 from ._plan import Plan, plan_for  # noqa: E402
 from ._snapshot import CURRENT, mark_exception  # noqa: E402
+from ._tracing import tracing  # noqa: E402
 
 if TYPE_CHECKING:
     from aiohttp import ClientHandlerType, ClientMiddlewareType, ClientRequest, ClientResponse
@@ -278,10 +285,12 @@ def patched_send(original: Any) -> Any:
         host = self.url.host
         if plan is not None and host is not None:
             forwarded = headers_for_host(host, plan)
+            headers = self.headers
             if forwarded:
-                headers = self.headers
                 for name in names_to_add(forwarded, {name.lower() for name in headers}):
                     headers[name] = forwarded[name]
+            elif tracing() is not None and not plan.scope.includes_host(host):
+                take_back_injected(headers)  # OpenTelemetry's trace config injected earlier
         response: ClientResponse = await original(self, conn)
         return response
 

@@ -20,8 +20,15 @@ from typing import Any
 from ._config import Config
 from ._extras import require
 from ._instrument import active_plan
-from ._outbound import EncodedCache, headers_for_host, names_to_add, watched_names
+from ._outbound import (
+    EncodedCache,
+    headers_for_host,
+    names_to_add,
+    note_outside,
+    watched_names,
+)
 from ._plan import Plan, plan_for
+from ._tracing import tracing
 
 require("httpx", "httpx")
 
@@ -81,9 +88,12 @@ def _forward(request: httpx.Request, plan: Plan) -> None:
         for name, value in previous.items():
             if headers.get(name) == value:
                 del headers[name]
-    forwarded = headers_for_host(request.url.host, plan)
+    host = request.url.host
+    forwarded = headers_for_host(host, plan)
     if not forwarded:
         extensions[_ADDED] = {}
+        if tracing() is not None and not plan.scope.includes_host(host):
+            note_outside(request.headers)
         return
     if _LIST_LAYOUT:
         encoded = _encoded.get(forwarded)

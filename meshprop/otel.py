@@ -36,6 +36,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor  # noqa: E
 from . import _headers as h  # noqa: E402
 from ._capture import capture_pairs  # noqa: E402
 from ._config import PREFERENCES, Config  # noqa: E402
+from ._instrument import active_plan, is_instrumented  # noqa: E402
 from ._otel_bridge import (  # noqa: E402
     B3_FORMATS,
     B3_MULTI_NAMES,
@@ -48,6 +49,7 @@ from ._otel_bridge import (  # noqa: E402
     same_trace,
     span_headers,
 )
+from ._outbound import is_noted_outside, note_injected  # noqa: E402
 from ._plan import plan_for  # noqa: E402
 
 __all__ = ["REQUEST_ID_ATTRIBUTE", "MeshPropagator", "RequestIdSpanProcessor"]
@@ -134,6 +136,8 @@ class MeshPropagator(TextMapPropagator):
         context: Context | None = None,
         setter: Setter[CarrierT] = default_setter,
     ) -> None:
+        if is_instrumented() and not _destination_in_scope(carrier):
+            return  # instrument() is on: the scope holds for what is injected too
         snapshot = current_snapshot(context)
         span = trace.get_current_span(context)
         span_context = span.get_span_context()
@@ -144,11 +148,15 @@ class MeshPropagator(TextMapPropagator):
             forwarded = snapshot.headers
         else:
             return
+        written = []
         for name, value in forwarded.items():
             # The caller's own request id or routing header wins; trace headers are ours.
             if name not in TRACE_NAMES and _carries(carrier, name):
                 continue
             setter.set(carrier, name, value)
+            written.append((name, value))
+        if is_instrumented():
+            note_injected(tuple(written))
 
     def _read(self, carrier: Any, getter: Getter[Any]) -> list[tuple[str, str]]:
         """The raw values of meshprop's headers in the carrier, names in any case.
@@ -213,6 +221,21 @@ class MeshPropagator(TextMapPropagator):
             trace_flags=flags,
             trace_state=trace_state,
         )
+
+
+def _destination_in_scope(carrier: Any) -> bool:
+    """Whether a carrier's call stays inside the scope, as far as it can be told here: a
+    client noted its destination outside, or the carrier names its host (httpx's do)."""
+    if is_noted_outside(carrier):
+        return False
+    try:
+        host = carrier.get("host") if hasattr(carrier, "get") else None
+    except Exception:
+        host = None
+    if isinstance(host, str) and host:
+        plan = active_plan()
+        return plan is None or plan.scope.includes_url(f"http://{host}/")
+    return True
 
 
 def _carries(carrier: Any, name: str) -> bool:

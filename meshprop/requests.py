@@ -20,9 +20,17 @@ from ._config import Config
 from ._extras import require
 from ._http_client import decided_above
 from ._instrument import active_plan
-from ._outbound import EncodedCache, headers_for_host, names_to_add, watched_names
+from ._outbound import (
+    EncodedCache,
+    headers_for_host,
+    names_to_add,
+    note_outside,
+    take_back_injected,
+    watched_names,
+)
 from ._plan import Plan, plan_for
 from ._scope import url_host
+from ._tracing import tracing
 
 require("requests", "requests")
 
@@ -96,8 +104,14 @@ def _to_send(request: PreparedRequest, plan: Plan) -> PreparedRequest:
     a request meshprop already added to is sent as it is)."""
     if hasattr(request, _ADDED_ATTRIBUTE):
         return request
-    forwarded = headers_for_host(_host(str(request.url)), plan)
-    return _with_headers(request, forwarded) if forwarded else request
+    host = _host(str(request.url))
+    forwarded = headers_for_host(host, plan)
+    if forwarded:
+        return _with_headers(request, forwarded)
+    if tracing() is not None and not plan.scope.includes_host(host):
+        take_back_injected(request.headers)  # an OpenTelemetry wrapper outside this one
+        note_outside(request.headers)  # ...or inside it
+    return request
 
 
 def _take_off_added(prepared_request: PreparedRequest, response: Response) -> None:
