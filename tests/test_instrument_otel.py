@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any, Protocol
 
 import pytest
 from opentelemetry import propagate, trace
@@ -26,6 +27,12 @@ PROPAGATION = ("x-request-id", "traceparent", "tracestate", "b3", "x-b3-traceid"
 CALLS = ["httpx new client", "httpx AsyncClient", "requests.get", "aiohttp"]
 
 
+class Instrumentor(Protocol):
+    def instrument(self, **kwargs: Any) -> None: ...
+
+    def uninstrument(self, **kwargs: Any) -> None: ...
+
+
 @pytest.fixture
 def server() -> Iterator[RecordingServer]:
     with recording_server() as running:
@@ -37,7 +44,11 @@ def opentelemetry() -> Iterator[trace.Tracer]:
     provider = TracerProvider()
     previous = propagate.get_global_textmap()
     propagate.set_global_textmap(MeshPropagator())
-    instrumentors = [HTTPXClientInstrumentor(), RequestsInstrumentor(), AioHttpClientInstrumentor()]
+    instrumentors: list[Instrumentor] = [
+        HTTPXClientInstrumentor(),
+        RequestsInstrumentor(),
+        AioHttpClientInstrumentor(),
+    ]
     for instrumentor in instrumentors:
         instrumentor.instrument(tracer_provider=provider)
     try:

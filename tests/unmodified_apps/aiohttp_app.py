@@ -12,7 +12,7 @@ async def index(request: web.Request) -> web.Response:
 
 
 app = web.Application()
-app.router.add_get("/", index)
+app.router.add_get("/{tail:.*}", index)
 
 if __name__ == "__main__":
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]))

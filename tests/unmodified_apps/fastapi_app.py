@@ -6,7 +6,7 @@ from fastapi import FastAPI
 app = FastAPI()
 
 
-@app.get("/")
-def index() -> dict[str, object]:
+@app.get("/{path:path}")
+def index(path: str) -> dict[str, object]:
     status = httpx.get(os.environ["DOWNSTREAM"] + "/from-fastapi").status_code
     return {"downstream": status}
