@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -40,7 +40,10 @@ SERVERS: dict[str, Callable[[int], list[str]]] = {
 }  # fmt: skip
 
 
-def launch(command: list[str], downstream_url: str, **env: str) -> subprocess.Popen[str]:
+def launch(
+    command: list[str], downstream_url: str, *, before: Sequence[str] = (), **env: str
+) -> subprocess.Popen[str]:
+    """``meshprop-run COMMAND`` (after ``before``, another launcher), configured by ``env``."""
     environment = {
         **{k: v for k, v in os.environ.items() if not k.startswith("MESHPROP_")},
         "DOWNSTREAM": downstream_url,
@@ -49,7 +52,7 @@ def launch(command: list[str], downstream_url: str, **env: str) -> subprocess.Po
         **env,
     }
     return subprocess.Popen(
-        [LAUNCHER, *command],
+        [*before, LAUNCHER, *command],
         cwd=ROOT,
         env=environment,
         stdout=subprocess.PIPE,
