@@ -34,6 +34,23 @@ SERVERS: dict[str, Callable[[int], list[str]]] = {
         str(BIN / "gunicorn"), "--worker-class", "gthread", "--threads", "4",
         "--bind", f"127.0.0.1:{port}", "tests.unmodified_apps.flask_app:app",
     ],
+    "Flask under gunicorn (sync)": lambda port: [
+        str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "tests.unmodified_apps.flask_app:app",
+    ],
+    "FastAPI under gunicorn (uvicorn worker)": lambda port: [
+        str(BIN / "gunicorn"), "--worker-class", "uvicorn.workers.UvicornWorker",
+        "--bind", f"127.0.0.1:{port}", "tests.unmodified_apps.fastapi_app:app",
+    ],
+    "FastAPI under hypercorn": lambda port: [
+        str(BIN / "hypercorn"), "--bind", f"127.0.0.1:{port}",
+        "tests.unmodified_apps.fastapi_app:app",
+    ],
+    "Flask under flask run": lambda port: [
+        str(BIN / "flask"), "--app", "tests.unmodified_apps.flask_app", "run", "--port", str(port),
+    ],
+    "aiohttp under python -m": lambda port: [
+        sys.executable, "-m", "tests.unmodified_apps.aiohttp_app", str(port),
+    ],
     "aiohttp under python app.py": lambda port: [
         sys.executable, str(ROOT / "tests/unmodified_apps/aiohttp_app.py"), str(port),
     ],
