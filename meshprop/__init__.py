@@ -20,6 +20,7 @@ from ._snapshot import current, exception_request_id, request_id, span_id, trace
 if TYPE_CHECKING:  # the submodules, for type checkers; at run time __getattr__ loads them
     from . import aiohttp as aiohttp
     from . import asgi as asgi
+    from . import django as django
     from . import httpx as httpx
     from . import logging as logging
     from . import otel as otel
@@ -41,7 +42,9 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-_SUBMODULES = frozenset({"aiohttp", "asgi", "httpx", "logging", "otel", "requests", "wsgi"})
+_SUBMODULES = frozenset(
+    {"aiohttp", "asgi", "django", "httpx", "logging", "otel", "requests", "wsgi"}
+)
 
 
 def __getattr__(name: str) -> Any:

@@ -195,5 +195,21 @@ def mark_exception(error: BaseException, snapshot: Snapshot) -> None:
 
 def exception_request_id(error: BaseException) -> str | None:
     """The request id ``mark_exception`` stored on ``error``, if any."""
-    value = getattr(error, _EXCEPTION_ATTRIBUTE, None)
+    return marked_request_id(error)
+
+
+def mark_request(request: object, snapshot: Snapshot) -> None:
+    """Remember on a framework's request object which request id it came with.
+
+    Django logs a 4xx response (``django.request``) after every middleware has returned, with
+    the request object on the record: ``ContextFilter`` reads the id from it there.
+    """
+    if snapshot.request_id is not None:
+        with contextlib.suppress(AttributeError, TypeError):
+            setattr(request, _EXCEPTION_ATTRIBUTE, snapshot.request_id)
+
+
+def marked_request_id(marked: object) -> str | None:
+    """The request id ``mark_exception`` or ``mark_request`` stored on ``marked``, if any."""
+    value = getattr(marked, _EXCEPTION_ATTRIBUTE, None)
     return value if isinstance(value, str) else None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from ._snapshot import active, exception_request_id
+from ._snapshot import active, marked_request_id
 from ._tracing import tracing
 
 __all__ = ["ContextFilter"]
@@ -23,8 +23,10 @@ class ContextFilter(logging.Filter):
     that an active OpenTelemetry span's ids win (what the trace backend shows), and that a
     record of an exception a meshprop adapter let through gets the request id marked on it: the
     exception names the request that raised it, and a server logs it after that request's
-    context is gone, in a task that may hold another's. Values already on the record (from
-    ``extra=``) are left alone.
+    context is gone, in a task that may hold another's. Likewise a record that carries the
+    request it is about (``record.request``, as Django's ``django.request`` records do) gets the
+    id an adapter marked on that request. Values already on the record (from ``extra=``) are
+    left alone.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -37,9 +39,12 @@ class ContextFilter(logging.Filter):
             span_ids = bridge.span_ids()
             if span_ids is not None:
                 trace_id, span_id = span_ids
-        if record.exc_info and record.exc_info[1] is not None:
-            request_id = exception_request_id(record.exc_info[1]) or request_id
         values = record.__dict__
+        about = values.get("request")
+        if about is not None:
+            request_id = marked_request_id(about) or request_id
+        if record.exc_info and record.exc_info[1] is not None:
+            request_id = marked_request_id(record.exc_info[1]) or request_id
         values.setdefault("request_id", request_id or _NONE)
         values.setdefault("trace_id", trace_id or _NONE)
         values.setdefault("span_id", span_id or _NONE)

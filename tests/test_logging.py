@@ -11,7 +11,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import TracerProvider
 
 import meshprop
-from meshprop._snapshot import CURRENT, mark_exception
+from meshprop._snapshot import CURRENT, mark_exception, mark_request
 from meshprop.logging import ContextFilter
 from meshprop.otel import MeshPropagator
 
@@ -131,3 +131,18 @@ def test_values_passed_with_extra_win_and_no_record_is_dropped() -> None:
     assert ContextFilter().filter(record) is True
     added = {name: record.__dict__[name] for name in ("request_id", "trace_id", "span_id")}
     assert added == {"request_id": "explicit", "trace_id": "-", "span_id": "-"}
+
+
+def test_a_record_about_a_marked_request_gets_its_id(
+    log: tuple[logging.Logger, io.StringIO],
+) -> None:
+    """Django logs a 4xx response after its middleware, with the request on the record."""
+    logger, stream = log
+    request = type("Request", (), {})()
+    with meshprop.bind({"x-request-id": "served"}):
+        snapshot = CURRENT.get()
+        assert snapshot is not None
+        mark_request(request, snapshot)
+    logger.warning("Not Found: /x", extra={"request": request})
+    logger.warning("Not Found: /y", extra={"request": object()})
+    assert lines(stream) == ["served - - Not Found: /x", "- - - Not Found: /y"]

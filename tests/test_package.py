@@ -16,7 +16,7 @@ import pytest
 
 import meshprop
 
-FRAMEWORKS = ("starlette", "fastapi", "flask", "werkzeug", "httpx", "requests", "aiohttp")
+FRAMEWORKS = ("starlette", "fastapi", "flask", "werkzeug", "httpx", "requests", "aiohttp", "django")
 
 
 def run_python(code: str) -> subprocess.CompletedProcess[str]:
@@ -43,6 +43,7 @@ def test_the_core_imports_no_framework(statement: str) -> None:
         ("requests", "requests", "requests"),
         ("aiohttp", "aiohttp", "aiohttp"),
         ("otel", "opentelemetry", "otel"),
+        ("django", "django", "django"),
     ],
 )
 def test_a_missing_extra_names_the_install(submodule: str, framework: str, extra: str) -> None:
