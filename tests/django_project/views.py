@@ -130,8 +130,8 @@ def _hop(request: HttpRequest, via: str) -> tuple[str, dict[str, str]]:
     return request.GET["to"] + "/hop", {"via": via, "for": called_with}
 
 
-def _answer(peak: int) -> JsonResponse:
-    logger.info("forwarded")
+def _answer(request: HttpRequest, peak: int) -> JsonResponse:
+    logger.info("forwarded for %s", request.headers.get("x-request-id", ""))
     return JsonResponse({"seen": meshprop.request_id(), "in_flight_peak": peak})
 
 
@@ -142,7 +142,7 @@ def forward(request: HttpRequest) -> JsonResponse:
     with meshprop.requests.Session() as session:
         session.trust_env = False
         session.get(url, params=params, timeout=30).raise_for_status()
-    return _answer(IN_FLIGHT.leave())
+    return _answer(request, IN_FLIGHT.leave())
 
 
 async def async_forward(request: HttpRequest) -> JsonResponse:
@@ -151,7 +151,7 @@ async def async_forward(request: HttpRequest) -> JsonResponse:
     await asyncio.sleep(float(request.GET.get("hold", 0)))
     async with meshprop.httpx.AsyncClient(trust_env=False, timeout=30) as client:
         (await client.get(url, params=params)).raise_for_status()
-    return _answer(IN_FLIGHT.leave())
+    return _answer(request, IN_FLIGHT.leave())
 
 
 def stream_forward(request: HttpRequest) -> StreamingHttpResponse:
