@@ -77,7 +77,8 @@ def serving(server: str) -> Iterator[Served]:
             port, fd = listener.getsockname()[1], listener.fileno()
             if server == "gunicorn-gthread":
                 argv = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread"]
-                argv += ["--workers", "1", "--threads", "8", "--bind", f"fd://{fd}"]
+                argv += ["--workers", "1", "--threads", "8", "--graceful-timeout", "5"]
+                argv += ["--bind", f"fd://{fd}"]
                 argv += [f"{project}.wsgi:application"]
             else:
                 argv = [sys.executable, "-m", "uvicorn", "--fd", str(fd), "--no-access-log"]
@@ -156,6 +157,13 @@ def test_a_request_without_an_id_gets_a_uuid4_echoed_and_forwarded(
     assert generated in response.text
     (call,) = calls_for(recorder, generated)
     assert query(call)["for"] == ""  # the inbound request had none
+
+
+def test_the_id_a_view_set_is_the_only_one_on_the_wire(
+    served: Served, client: httpx.Client
+) -> None:
+    response = client.get(served.url + "/own-id", headers={"x-request-id": new_id("own")})
+    assert response.headers.get_list("x-request-id") == ["set-by-the-view"]
 
 
 def test_django_s_404_and_500_echo_the_id_and_log_it(served: Served, client: httpx.Client) -> None:
