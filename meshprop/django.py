@@ -60,7 +60,7 @@ class MeshPropMiddleware:
         self, get_response: GetResponse | GetResponseAsync, config: Config | None = None
     ) -> None:
         self.get_response = get_response
-        if config is None:
+        if config is None and settings.configured:
             config = getattr(settings, "MESHPROP_CONFIG", None)
         self._plan = plan_for(config)
         self.config = self._plan.config
@@ -78,6 +78,7 @@ class MeshPropMiddleware:
             response = cast(GetResponse, self.get_response)(request)
             return self._finish(response, snapshot)
         except BaseException as error:
+            snapshot.has_ended = True
             mark_exception(error, snapshot)
             raise
         finally:
@@ -90,6 +91,7 @@ class MeshPropMiddleware:
             response = await cast(GetResponseAsync, self.get_response)(request)
             return self._finish(response, snapshot)
         except BaseException as error:
+            snapshot.has_ended = True
             mark_exception(error, snapshot)
             raise
         finally:
