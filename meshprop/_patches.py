@@ -63,5 +63,11 @@ register(
             )
         ),
         Patch("flask.app", "Flask", "wsgi_app", _from("wsgi", "patched_flask_wsgi_app")),
+        Patch(
+            "django.core.handlers.base",
+            "BaseHandler",
+            "load_middleware",
+            _from("django", "patched_load_middleware"),
+        ),
     ]
 )

@@ -34,6 +34,7 @@ from django.http.response import HttpResponseBase, StreamingHttpResponse  # noqa
 
 from ._capture import capture_environ  # noqa: E402
 from ._config import Config  # noqa: E402
+from ._instrument import active_plan  # noqa: E402
 from ._plan import plan_for  # noqa: E402
 from ._snapshot import CURRENT, Snapshot, mark_exception, mark_request  # noqa: E402
 
@@ -180,3 +181,34 @@ async def _async_chunks(body: AsyncIterable[bytes], snapshot: Snapshot) -> Async
         finally:
             CURRENT.reset(token)
         yield chunk
+
+
+# -- instrument(): Django's middleware stack ----------------------------------------------------
+
+_PATH = f"{__name__}.{MeshPropMiddleware.__name__}"
+
+
+class _Instrumented(MeshPropMiddleware):
+    """What ``instrument()`` puts first in the stack: configured by ``instrument()``'s Config."""
+
+    def __init__(self, get_response: GetResponse | GetResponseAsync) -> None:
+        plan = active_plan()
+        super().__init__(get_response, None if plan is None else plan.config)
+
+
+def patched_load_middleware(original: Callable[..., None]) -> Callable[..., None]:
+    """``BaseHandler.load_middleware`` that builds the stack with meshprop first, unless
+    ``MIDDLEWARE`` names it already; the setting itself is left as it was."""
+
+    def load_middleware(self: object, is_async: bool = False) -> None:
+        names = list(settings.MIDDLEWARE)
+        if active_plan() is None or _PATH in names:
+            original(self, is_async)
+            return
+        settings.MIDDLEWARE = [f"{__name__}._Instrumented", *names]
+        try:
+            original(self, is_async)
+        finally:
+            settings.MIDDLEWARE = names
+
+    return load_middleware

@@ -291,3 +291,16 @@ def test_config_given_to_the_constructor_wins_over_the_setting() -> None:
     assert isinstance(response, HttpResponseBase)
     assert "x-request-id" not in response.headers
     assert "x-from-settings" not in response.headers
+
+
+def test_instrument_puts_meshprop_first_in_a_stack_without_it() -> None:
+    without = [name for name in settings.MIDDLEWARE if "meshprop" not in name]
+    meshprop.instrument()
+    try:
+        with override_settings(MIDDLEWARE=without):
+            response = Client().get("/ids", headers={"x-request-id": "dj-1"})
+            assert list(settings.MIDDLEWARE) == without  # the setting is left as it was
+    finally:
+        meshprop.uninstrument()
+    assert response.headers["x-request-id"] == "dj-1"
+    assert response.json()["request_id"] == "dj-1"
