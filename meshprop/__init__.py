@@ -23,8 +23,11 @@ if TYPE_CHECKING:  # the submodules, for type checkers; at run time __getattr__ 
     from . import django as django
     from . import httpx as httpx
     from . import logging as logging
+    from . import loguru as loguru
     from . import otel as otel
     from . import requests as requests
+    from . import sentry as sentry
+    from . import structlog as structlog
     from . import wsgi as wsgi
 
 __all__ = [
@@ -44,6 +47,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = frozenset(
     {"aiohttp", "asgi", "django", "httpx", "logging", "otel", "requests", "wsgi"}
+    | {"loguru", "sentry", "structlog"}  # the log integrations
 )
 
 

@@ -1,19 +1,31 @@
-"""``ContextFilter``: the request id and trace ids on every log record.
+"""The request id and trace ids on every stdlib log record.
 
-Use it in a format string as ``%(request_id)s %(trace_id)s %(span_id)s``; each is ``"-"`` when
-there is none, so the format never fails on a record logged outside a request.
+Use them in a format string as ``%(request_id)s %(trace_id)s %(span_id)s``; each is ``"-"`` when
+there is none, so the format never fails on a record logged outside a request. ``ContextFilter``
+is for ``dictConfig`` and code; ``ContextFormatter`` for an ``.ini`` ``fileConfig``, which cannot
+attach filters.
 """
 
 from __future__ import annotations
 
 import logging
 
-from ._snapshot import active, marked_request_id
-from ._tracing import tracing
+from ._log_ids import NO_ID, log_ids
 
-__all__ = ["ContextFilter"]
+__all__ = ["ContextFilter", "ContextFormatter"]
 
-_NONE = "-"
+
+def _add_ids(record: logging.LogRecord) -> None:
+    """Set ``request_id``, ``trace_id`` and ``span_id`` on ``record``, unless already there."""
+    exc_info = record.exc_info
+    values = record.__dict__
+    # What names its own request: the exception being logged, else the request object a
+    # framework logs with (Django's 4xx records, after every middleware has returned).
+    marked = exc_info[1] if exc_info and exc_info[1] is not None else values.get("request")
+    request_id, trace_id, span_id = log_ids(marked)
+    values.setdefault("request_id", request_id or NO_ID)
+    values.setdefault("trace_id", trace_id or NO_ID)
+    values.setdefault("span_id", span_id or NO_ID)
 
 
 class ContextFilter(logging.Filter):
@@ -30,22 +42,19 @@ class ContextFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        snapshot = active()
-        request_id = trace_id = span_id = None
-        if snapshot is not None:
-            request_id, trace_id, span_id = snapshot.request_id, snapshot.trace_id, snapshot.span_id
-        bridge = tracing()
-        if bridge is not None:
-            span_ids = bridge.span_ids()
-            if span_ids is not None:
-                trace_id, span_id = span_ids
-        values = record.__dict__
-        about = values.get("request")
-        if about is not None:
-            request_id = marked_request_id(about) or request_id
-        if record.exc_info and record.exc_info[1] is not None:
-            request_id = marked_request_id(record.exc_info[1]) or request_id
-        values.setdefault("request_id", request_id or _NONE)
-        values.setdefault("trace_id", trace_id or _NONE)
-        values.setdefault("span_id", span_id or _NONE)
+        _add_ids(record)
         return True
+
+
+class ContextFormatter(logging.Formatter):
+    """A ``logging.Formatter`` that adds the same three fields as ``ContextFilter`` first.
+
+    For configurations that can name a formatter class but not a filter: an ``.ini`` file read
+    by ``logging.config.fileConfig`` (also ``uvicorn --log-config logging.ini``). It reads the
+    context it formats in, which is the logging call's unless a ``QueueHandler`` hands the record
+    to another thread first: there, put ``ContextFilter`` on the ``QueueHandler``.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        _add_ids(record)
+        return super().format(record)

@@ -17,6 +17,7 @@ import pytest
 import meshprop
 
 FRAMEWORKS = ("starlette", "fastapi", "flask", "werkzeug", "httpx", "requests", "aiohttp", "django")
+LOG_LIBRARIES = ("structlog", "loguru", "sentry_sdk")
 
 
 def run_python(code: str) -> subprocess.CompletedProcess[str]:
@@ -29,7 +30,7 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
 def test_the_core_imports_no_framework(statement: str) -> None:
     code = (
         f"import sys; {statement}; "
-        f"print(','.join(sorted(m for m in {FRAMEWORKS!r} if m in sys.modules)))"
+        f"print(','.join(sorted(m for m in {FRAMEWORKS + LOG_LIBRARIES!r} if m in sys.modules)))"
     )
     result = run_python(code)
     assert result.returncode == 0, result.stderr
@@ -44,6 +45,9 @@ def test_the_core_imports_no_framework(statement: str) -> None:
         ("aiohttp", "aiohttp", "aiohttp"),
         ("otel", "opentelemetry", "otel"),
         ("django", "django", "django"),
+        ("structlog", "structlog", "structlog"),
+        ("loguru", "loguru", "loguru"),
+        ("sentry", "sentry_sdk", "sentry"),
     ],
 )
 def test_a_missing_extra_names_the_install(submodule: str, framework: str, extra: str) -> None:
