@@ -1,0 +1,106 @@
+"""``meshprop.sentry.setup()``: every Sentry event tagged with its request's ids.
+
+Sentry runs for real, with its own ``Transport`` interface: the test transport keeps each
+envelope instead of sending it, so the DSN's host is never contacted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sentry_sdk
+from sentry_sdk.envelope import Envelope
+from sentry_sdk.transport import Transport
+
+import meshprop
+from meshprop._snapshot import CURRENT, mark_exception
+from tests.logging_scenarios import REJECTED_ID, expected, serve_requests
+
+TRACE = "463ac35c9f6413ad48485a3953bb6124"
+SPAN = "a2fb4a1d1a96d312"
+
+
+class KeepingTransport(Transport):
+    """Keeps the events Sentry would send."""
+
+    events: list[dict[str, Any]]
+
+    def capture_envelope(self, envelope: Envelope) -> None:
+        event = envelope.get_event()
+        if event is not None:
+            self.events.append(dict(event))
+
+
+@pytest.fixture
+def events() -> Iterator[list[dict[str, Any]]]:
+    kept: list[dict[str, Any]] = []
+    KeepingTransport.events = kept
+    sentry_sdk.init(
+        dsn="https://public@sentry.invalid/1",
+        transport=KeepingTransport,
+        default_integrations=False,  # the test process's logging and threads stay unpatched
+        auto_enabling_integrations=False,
+    )
+    meshprop.sentry.setup()
+    meshprop.sentry.setup()  # a second call adds nothing
+    yield kept
+    sentry_sdk.get_client().close()
+    sentry_sdk.get_global_scope().set_client(None)
+
+
+def tagged(event: dict[str, Any]) -> str:
+    """``request_id message``, the event's tag or ``-`` when it has none."""
+    return f"{event.get('tags', {}).get('request_id', '-')} {event['message']}"
+
+
+async def test_each_event_is_tagged_with_its_own_request_also_when_requests_overlap(
+    events: list[dict[str, Any]],
+) -> None:
+    sentry_sdk.capture_message("idle")
+    served = await serve_requests(sentry_sdk.capture_message)
+    assert [tagged(event) for event in events] == [
+        "- idle",
+        *expected(served, lambda rid, msg: f"{rid} {msg}"),
+    ]
+    assert "tags" not in events[0] or "request_id" not in events[0]["tags"]
+    assert REJECTED_ID not in json.dumps(events)  # the rejected header is nowhere in any event
+
+
+def test_the_trace_id_is_a_tag_too(events: list[dict[str, Any]]) -> None:
+    with meshprop.bind({"x-request-id": "abc", "b3": f"{TRACE}-{SPAN}-1"}):
+        sentry_sdk.capture_message("traced")
+    with meshprop.bind({"x-request-id": "untraced"}):
+        sentry_sdk.capture_message("untraced")
+    assert [event["tags"] for event in events] == [
+        {"request_id": "abc", "trace_id": TRACE},
+        {"request_id": "untraced"},
+    ]
+
+
+def test_a_marked_exception_names_its_own_request(events: list[dict[str, Any]]) -> None:
+    """As an error handler reports an app's exception: after its request, maybe in another."""
+    with meshprop.bind({"x-request-id": "failed-request"}):
+        snapshot = CURRENT.get()
+        assert snapshot is not None
+        error = RuntimeError("boom")
+        mark_exception(error, snapshot)
+    with meshprop.bind({"x-request-id": "later-request"}):
+        sentry_sdk.capture_exception(error)
+        try:
+            raise RuntimeError("raised in the later request")
+        except RuntimeError:
+            sentry_sdk.capture_exception()
+    assert [event["tags"]["request_id"] for event in events] == [
+        "failed-request",
+        "later-request",
+    ]
+
+
+def test_a_tag_the_app_set_is_kept(events: list[dict[str, Any]]) -> None:
+    with meshprop.bind({"x-request-id": "abc"}), sentry_sdk.new_scope() as scope:
+        scope.set_tag("request_id", "the-apps-own")
+        sentry_sdk.capture_message("own tag")
+    assert events[0]["tags"] == {"request_id": "the-apps-own"}
