@@ -1,10 +1,12 @@
 """The requests every log integration's tests serve, through a real ``MeshPropMiddleware``.
 
-``serve_requests(log)`` sends, in order: a request with an incoming id, one without, one with an
-id meshprop rejects, and two that overlap — the second starts while the first is still in its
-handler, and the first finishes while the second is still in its own. Each handler calls
-``log(message)`` where a service would log; each test asserts the whole sequence of lines its
-library wrote, so a line that names another request's id (the bug) shows in the diff.
+``send_requests(client)`` sends, in order: a request with an incoming id, one without, one with
+an id meshprop rejects, and two that overlap — the second starts while the first is still in its
+handler, and the first finishes while the second is still in its own. Each handler of
+``scenario_app(log)`` calls ``log(message)`` where a service would log; each test asserts the
+whole sequence of lines its library wrote, so a line that names another request's id (the bug)
+shows in the diff. ``serve_requests(log)`` does both in this process; the access-log tests serve
+the same app from a real server.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from meshprop.asgi import MeshPropMiddleware, Receive, Scope, Send
+from meshprop.asgi import ASGIApp, MeshPropMiddleware, Receive, Scope, Send
 
 INCOMING_ID = "incoming-7f3a"
 #: Not a valid x-request-id (a space): meshprop drops it and generates one.
@@ -35,7 +37,8 @@ class Served:
     replaced: str
 
 
-def _app(log: Callable[[str], Any]) -> MeshPropMiddleware:
+def scenario_app(log: Callable[[str], Any]) -> ASGIApp:
+    """The app, without meshprop; ``/boom`` raises before it starts a response."""
     first_started = asyncio.Event()
     second_started = asyncio.Event()
     first_finished = asyncio.Event()
@@ -54,24 +57,30 @@ def _app(log: Callable[[str], Any]) -> MeshPropMiddleware:
             second_started.set()
             await asyncio.wait_for(first_finished.wait(), WAIT_SECONDS)
             log("second: finished")
+        elif path == "/boom":
+            raise RuntimeError("boom")
         else:
             log(f"handling {path}")
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    return MeshPropMiddleware(app)
+    return app
 
 
 async def serve_requests(log: Callable[[str], Any]) -> Served:
-    transport = httpx.ASGITransport(app=_app(log))
+    transport = httpx.ASGITransport(app=MeshPropMiddleware(scenario_app(log)))
     async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
-        with_id = await client.get("/with-id", headers={"x-request-id": INCOMING_ID})
-        without_id = await client.get("/without-id")
-        rejected = await client.get("/rejected-id", headers={"x-request-id": REJECTED_ID})
-        first, second = await asyncio.gather(
-            client.get("/first", headers={"x-request-id": FIRST_ID}),
-            client.get("/second", headers={"x-request-id": SECOND_ID}),
-        )
+        return await send_requests(client)
+
+
+async def send_requests(client: httpx.AsyncClient) -> Served:
+    with_id = await client.get("/with-id", headers={"x-request-id": INCOMING_ID})
+    without_id = await client.get("/without-id")
+    rejected = await client.get("/rejected-id", headers={"x-request-id": REJECTED_ID})
+    first, second = await asyncio.gather(
+        client.get("/first", headers={"x-request-id": FIRST_ID}),
+        client.get("/second", headers={"x-request-id": SECOND_ID}),
+    )
     assert with_id.headers["x-request-id"] == INCOMING_ID
     assert first.headers["x-request-id"] == FIRST_ID
     assert second.headers["x-request-id"] == SECOND_ID

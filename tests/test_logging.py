@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import logging
+import logging.config
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry import context as otel_context
@@ -12,8 +15,9 @@ from opentelemetry.sdk.trace import TracerProvider
 
 import meshprop
 from meshprop._snapshot import CURRENT, mark_exception, mark_request
-from meshprop.logging import ContextFilter
+from meshprop.logging import ContextFilter, ContextFormatter
 from meshprop.otel import MeshPropagator
+from tests.logging_scenarios import expected, serve_requests
 
 TRACE = "463ac35c9f6413ad48485a3953bb6124"
 SPAN = "a2fb4a1d1a96d312"
@@ -146,3 +150,72 @@ def test_a_record_about_a_marked_request_gets_its_id(
     logger.warning("Not Found: /x", extra={"request": request})
     logger.warning("Not Found: /y", extra={"request": object()})
     assert lines(stream) == ["served - - Not Found: /x", "- - - Not Found: /y"]
+
+
+#: The README's dictConfig recipe.
+README_DICT_CONFIG: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"meshprop": {"()": "meshprop.logging.ContextFilter"}},
+    "formatters": {
+        "ids": {"format": "%(levelname)s [%(request_id)s %(trace_id)s] %(name)s: %(message)s"}
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "filters": ["meshprop"], "formatter": "ids"}
+    },
+    "root": {"handlers": ["console"], "level": "INFO"},
+}
+
+
+@pytest.fixture
+def root_logger_restored() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+async def test_the_readme_dict_config_logs_each_requests_own_id(
+    root_logger_restored: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logging.config.dictConfig(README_DICT_CONFIG)
+    app_log = logging.getLogger("app")  # a child logger: its records reach the root's handler
+    app_log.info("idle")
+    served = await serve_requests(app_log.info)
+    logged = capsys.readouterr().err.splitlines()
+    assert [line for line in logged if "] app: " in line] == [  # not the test client's lines
+        "INFO [- -] app: idle",
+        *expected(served, lambda id_, message: f"INFO [{id_} -] app: {message}"),
+    ]
+
+
+def test_context_formatter_fills_the_fields_a_filter_would() -> None:
+    """For an ``.ini`` ``fileConfig``, which can name a formatter class but attach no filter
+    (``tests/test_access_logs.py`` runs it under uvicorn's ``--log-config logging.ini``)."""
+    formatter = ContextFormatter(FORMAT)
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "formatted", None, None)
+    with meshprop.bind({"x-request-id": "abc", "b3": f"{TRACE}-{SPAN}-1"}):
+        assert formatter.format(record) == f"abc {TRACE} {SPAN} formatted"
+    passed = logging.LogRecord("x", logging.INFO, __file__, 1, "extra", None, None)
+    passed.request_id = "explicit"
+    assert formatter.format(passed) == "explicit - - extra"
+
+
+def test_context_formatter_from_an_ini_file(tmp_path: Path, root_logger_restored: None) -> None:
+    ini = tmp_path / "logging.ini"
+    log_file = str(tmp_path / "app.log")
+    ini.write_text(
+        "[loggers]\nkeys = root\n\n[handlers]\nkeys = file\n\n[formatters]\nkeys = meshprop\n\n"
+        "[logger_root]\nlevel = INFO\nhandlers = file\n\n"
+        f"[handler_file]\nclass = FileHandler\nformatter = meshprop\nargs = ({log_file!r},)\n\n"
+        "[formatter_meshprop]\nclass = meshprop.logging.ContextFormatter\n"
+        "format = %(request_id)s %(message)s\n"
+    )
+    logging.config.fileConfig(ini, disable_existing_loggers=False)
+    with meshprop.bind({"x-request-id": "from-ini"}):
+        logging.getLogger("app").info("inside")
+    logging.getLogger("app").info("outside")
+    for handler in logging.getLogger().handlers:
+        handler.close()
+    assert (tmp_path / "app.log").read_text().splitlines() == ["from-ini inside", "- outside"]
