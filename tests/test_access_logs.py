@@ -205,3 +205,10 @@ async def test_gunicorn_access_lines_show_the_id_the_response_echoed(tmp_path: P
         f'127.0.0.1 "GET /first HTTP/1.1" 200 rid={FIRST_ID}',
         f'127.0.0.1 "GET /second HTTP/1.1" 200 rid={SECOND_ID}',
     ]
+
+
+def test_the_readme_shows_these_recipes_unchanged() -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    for recipe in ("uvicorn-logging.json", "logging.ini"):
+        assert (EXAMPLES / recipe).read_text() in readme, recipe
+    assert f"--access-logformat '{GUNICORN_FORMAT}'" in readme
