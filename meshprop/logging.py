@@ -31,14 +31,10 @@ def _add_ids(record: logging.LogRecord) -> None:
 class ContextFilter(logging.Filter):
     """Adds ``request_id``, ``trace_id`` and ``span_id`` to every record; never drops one.
 
-    The values are what ``meshprop.request_id()`` / ``trace_id()`` / ``span_id()`` read, except
-    that an active OpenTelemetry span's ids win (what the trace backend shows), and that a
-    record of an exception a meshprop adapter let through gets the request id marked on it: the
-    exception names the request that raised it, and a server logs it after that request's
-    context is gone, in a task that may hold another's. Likewise a record that carries the
-    request it is about (``record.request``, as Django's ``django.request`` records do) gets the
-    id an adapter marked on that request. Values already on the record (from ``extra=``) are
-    left alone.
+    The ids are the request's (``_log_ids.log_ids``), except that an active OpenTelemetry
+    span's win, and that a record of an exception a meshprop adapter marked, or of a request
+    object it marked (``record.request``, as Django's ``django.request`` records carry), gets
+    that one's own request id. Values already on the record (from ``extra=``) are left alone.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
