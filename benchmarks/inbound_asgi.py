@@ -154,7 +154,14 @@ def variants(loop: asyncio.AbstractEventLoop, framework: str) -> list[Variant]:
     def correlation_id_app() -> Any:
         from asgi_correlation_id import CorrelationIdMiddleware
 
-        return app_factory([(CorrelationIdMiddleware, {})])
+        class WithoutSentry(CorrelationIdMiddleware):
+            """As in a service without sentry-sdk (the dev install has it): the middleware
+            otherwise tags Sentry's scope on every request, which is no part of the reference."""
+
+            def __post_init__(self) -> None:
+                self.sentry_extension = _no_sentry
+
+        return app_factory([(WithoutSentry, {})])
 
     def starlette_context_app() -> Any:
         from starlette_context import plugins
@@ -203,3 +210,7 @@ DESCRIPTIONS = {
     "otel-api": "OpenTelemetry ASGI middleware, API only (no SDK provider)",
     "otel-sdk": "OpenTelemetry ASGI middleware, SDK spans to a discarding exporter",
 }
+
+
+def _no_sentry(correlation_id: str) -> None:
+    return None
