@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._capture import bind
 from ._config import Config
+from ._inject import inject
 from ._instrument import instrument, uninstrument
 from ._outbound import outbound_headers
 from ._snapshot import current, exception_request_id, request_id, span_id, trace_id, wrap
@@ -20,6 +21,7 @@ from ._snapshot import current, exception_request_id, request_id, span_id, trace
 if TYPE_CHECKING:  # the submodules, for type checkers; at run time __getattr__ loads them
     from . import aiohttp as aiohttp
     from . import asgi as asgi
+    from . import celery as celery
     from . import django as django
     from . import httpx as httpx
     from . import logging as logging
@@ -35,6 +37,7 @@ __all__ = [
     "bind",
     "current",
     "exception_request_id",
+    "inject",
     "instrument",
     "outbound_headers",
     "request_id",
@@ -46,7 +49,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 _SUBMODULES = frozenset(
-    {"aiohttp", "asgi", "django", "httpx", "logging", "otel", "requests", "wsgi"}
+    {"aiohttp", "asgi", "celery", "django", "httpx", "logging", "otel", "requests", "wsgi"}
     | {"loguru", "sentry", "structlog"}  # the log integrations
 )
 

@@ -124,19 +124,43 @@ def capture_pairs(pairs: HeaderPairs, plan: Plan) -> Snapshot:
 
 
 @contextmanager
-def bind(headers: HeaderPairs, *, config: Config | None = None) -> Iterator[Mapping[str, str]]:
+def bind(
+    headers: HeaderPairs | None, *, config: Config | None = None
+) -> Iterator[Mapping[str, str]]:
     """Serve a unit of work as if it were a request that carried ``headers``.
 
     For jobs, message consumers, scripts and tests: the headers get the same parsing,
     validation and request-id generation as an inbound request, and the previous context comes
     back on exit, also when the block raises. Yields the forwarded headers.
+
+    A message's headers are whatever its producer sent, so anything that is not a header is
+    passed over: ``None`` (confluent-kafka's ``headers()`` of a message without any), entries
+    that are not pairs, values that are neither str nor bytes (AMQP tables hold numbers).
     """
-    snapshot = capture_pairs(headers, plan_for(config))
+    plan = plan_for(config)
+    if not isinstance(headers, Mapping | list | tuple):  # None, a generator: read once
+        headers = _pairs_in(headers)
+    try:
+        snapshot = capture_pairs(headers, plan)
+    except (TypeError, ValueError):  # not pairs all through: read the ones that are
+        snapshot = capture_pairs(_pairs_in(headers), plan)
     token = CURRENT.set(snapshot)
     try:
         yield snapshot.view()
     finally:
         CURRENT.reset(token)
+
+
+def _pairs_in(headers: object) -> list[tuple[str | bytes, str | bytes]]:
+    """The (name, value) pairs in ``headers``, whatever else it holds."""
+    if isinstance(headers, Mapping):
+        return list(headers.items())
+    pairs: list[tuple[str | bytes, str | bytes]] = []
+    if isinstance(headers, Iterable) and not isinstance(headers, str | bytes):
+        for entry in headers:
+            if isinstance(entry, tuple | list) and len(entry) == 2:
+                pairs.append((entry[0], entry[1]))
+    return pairs
 
 
 def snapshot_from(found: dict[str, str], plan: Plan) -> Snapshot:
