@@ -10,7 +10,7 @@ CORE_TESTS := tests/test_headers.py tests/test_capture.py tests/test_snapshot.py
 	tests/test_fast_path.py tests/test_package.py
 
 .PHONY: demo test lint typecheck check test-versions bench bench-quick bench-instructions clean sidecar \
-	stress stress-ci
+	stress stress-ci redis
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m integrations.demo
 
-test: $(STAMP) sidecar
+test: $(STAMP) sidecar redis
 	$(PY) -m pytest
 
 # The integration suite puts a real nginx in front of the first service, as the sidecar.
@@ -29,6 +29,13 @@ sidecar:
 	@if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then \
 		echo "installing nginx, the integration suite's sidecar, with apt-get"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
+	fi
+
+# The Celery tests run real workers on a real Redis broker; each test run starts its own server.
+redis:
+	@if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then \
+		echo "installing redis-server, the Celery tests' broker, with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
 	fi
 
 lint: $(STAMP)

@@ -48,6 +48,7 @@ def test_the_core_imports_no_framework(statement: str) -> None:
         ("structlog", "structlog", "structlog"),
         ("loguru", "loguru", "loguru"),
         ("sentry", "sentry_sdk", "sentry"),
+        ("celery", "celery", "celery"),
     ],
 )
 def test_a_missing_extra_names_the_install(submodule: str, framework: str, extra: str) -> None:
