@@ -1,0 +1,110 @@
+"""A hop through a task queue: a Flask service publishes a Celery task, and a worker runs it and
+calls the next hop.
+
+Two processes from this module, on one Redis broker:
+
+- ``python -m integrations.services.celery_service --name N --fd FD --broker URL --next URL``
+  serves Flask (meshprop's WSGI middleware in) on waitress; ``/chain`` publishes
+  ``call_next`` and answers with its own record followed by what the task answered;
+- ``celery -A integrations.services.celery_service -b URL --result-backend URL worker -Q chain``
+  runs ``call_next``: the task records what its message carried, calls the next hop through
+  ``meshprop.requests.Session``, and returns the records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import threading
+from typing import Any
+
+import waitress  # type: ignore[import-untyped]
+from celery import Celery, current_task, signals
+from flask import Flask, Response, jsonify, request
+
+import meshprop.celery
+import meshprop.requests
+import meshprop.wsgi
+
+from .__main__ import _exit_with_parent
+from ._record import CHAIN_PATH, HEALTH_PATH, HopRecord, finish_record, hop_record
+
+QUEUE = "chain"
+RESULT_TIMEOUT = 20.0
+
+app = Celery("meshprop_chain", set_as_current=False)
+app.conf.update(
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    task_default_queue=QUEUE,
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+)
+meshprop.celery.setup(app)
+
+_session = meshprop.requests.Session()
+_session.trust_env = False
+
+
+@app.task(name="chain.ping")
+def ping() -> str:
+    return "pong"
+
+
+@app.task(name="chain.call_next")
+def call_next(next_url: str | None, params: dict[str, str]) -> list[HopRecord]:
+    message = current_task.request
+    carried = message.headers if isinstance(message.headers, dict) else vars(message)
+    pairs = [(name, value) for name, value in carried.items() if isinstance(value, str)]
+    record = hop_record("worker", "Celery", "celery worker", pairs)
+    downstream: list[HopRecord] = []
+    if next_url is not None:
+        reply = _session.get(next_url + CHAIN_PATH, params=params, timeout=10.0)
+        reply.raise_for_status()
+        downstream = reply.json()
+    return finish_record(record, downstream)
+
+
+@signals.worker_init.connect(weak=False)
+def _stop_with_the_test_run(**_: Any) -> None:
+    """A worker whose launcher is gone stops too."""
+    watch = threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True)
+    watch.start()
+
+
+def build_app(name: str, next_url: str | None) -> Flask:
+    flask_app = Flask(name)
+    flask_app.wsgi_app = meshprop.wsgi.MeshPropMiddleware(flask_app.wsgi_app)  # type: ignore[method-assign]
+
+    @flask_app.get(HEALTH_PATH)
+    def health() -> str:
+        return "ok"
+
+    @flask_app.get(CHAIN_PATH)
+    def chain() -> Response:
+        record = hop_record(name, "Flask", "waitress", request.headers.items())
+        result = call_next.delay(next_url, request.args.to_dict())
+        downstream = result.get(timeout=RESULT_TIMEOUT)
+        return jsonify(finish_record(record, downstream))
+
+    return flask_app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m integrations.services.celery_service")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--fd", type=int, required=True, help="listening socket to serve on")
+    parser.add_argument("--broker", required=True, help="the Redis URL, broker and results")
+    parser.add_argument("--next", dest="next_url", help="base URL of the hop the task calls")
+    args = parser.parse_args()
+
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    app.conf.update(broker_url=args.broker, result_backend=args.broker)
+    listener = socket.socket(fileno=args.fd)
+    waitress.serve(build_app(args.name, args.next_url), sockets=[listener], threads=8, _quiet=True)
+
+
+if __name__ == "__main__":
+    main()
