@@ -17,17 +17,20 @@ from typing import Any
 import celery.contrib.testing.tasks  # noqa: F401  (the ping task start_worker checks with)
 import pytest
 from celery import Celery, signals
+from celery import _state as celery_state
 from celery.contrib.testing.worker import start_worker
 
 import meshprop
 import meshprop.celery
 from meshprop import Config
-from tests import celery_app
-from tests.celery_app import Failed, app
+from tests.celery_app import Failed, build
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 INBOUND = {"x-request-id": "req-celery", "traceparent": TRACEPARENT}
 INSPECTED = "inspected"
+
+tasks = build("meshprop_memory_tests")
+app = tasks.app
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +72,13 @@ def memory_broker(set_up: Celery) -> Celery:
 def running_worker(configured: Celery) -> Iterator[Celery]:
     """A worker in a thread of this process, consuming the default queue; one for the module,
     as stopping it takes seconds."""
-    with start_worker(configured, pool="solo", perform_ping_check=True):
-        yield configured
+    try:
+        with start_worker(configured, pool="solo", perform_ping_check=True):
+            yield configured
+    finally:
+        # The worker's pool leaves the process marked as a worker's ("never wait for a result
+        # in a task"); this process is the tests' again.
+        celery_state._set_task_join_will_block(False)  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -114,10 +122,10 @@ def test_setup_connects_once_and_teardown_disconnects(set_up: Celery) -> None:
 
 
 def test_a_task_published_in_a_request_carries_its_headers(memory_broker: Celery) -> None:
-    celery_app.record.apply_async(queue=INSPECTED)
+    tasks.record.apply_async(queue=INSPECTED)
     outside = published_headers(memory_broker)
     with meshprop.bind(INBOUND):
-        result = celery_app.record.apply_async(queue=INSPECTED)
+        result = tasks.record.apply_async(queue=INSPECTED)
     headers = published_headers(memory_broker)
     assert {name: headers[name] for name in INBOUND} == INBOUND
     assert set(headers) == set(outside) | set(INBOUND)  # Celery's own keys, and ours beside
@@ -128,7 +136,7 @@ def test_a_task_published_in_a_request_carries_its_headers(memory_broker: Celery
 def test_a_header_the_caller_set_wins(memory_broker: Celery) -> None:
     own = "00-11111111111111111111111111111111-2222222222222222-01"
     with meshprop.bind({**INBOUND, "x-b3-sampled": "1"}):
-        celery_app.record.apply_async(
+        tasks.record.apply_async(
             queue=INSPECTED, headers={"X-Request-ID": "mine", "traceparent": own}
         )
     headers = published_headers(memory_broker)
@@ -139,7 +147,7 @@ def test_a_header_the_caller_set_wins(memory_broker: Celery) -> None:
 
 
 def test_a_task_published_outside_a_request_carries_nothing(memory_broker: Celery) -> None:
-    celery_app.record.apply_async(queue=INSPECTED)
+    tasks.record.apply_async(queue=INSPECTED)
     headers = published_headers(memory_broker)
     assert not set(headers) & {"x-request-id", "traceparent"}
 
@@ -147,13 +155,13 @@ def test_a_task_published_outside_a_request_carries_nothing(memory_broker: Celer
 def test_without_setup_nothing_is_added(memory_broker: Celery) -> None:
     meshprop.celery.teardown(app)
     with meshprop.bind(INBOUND):
-        celery_app.record.apply_async(queue=INSPECTED)
+        tasks.record.apply_async(queue=INSPECTED)
     assert "x-request-id" not in published_headers(memory_broker)
 
 
 def test_the_worker_runs_a_task_in_its_publishers_context(worker: Celery) -> None:
     with meshprop.bind(INBOUND):
-        result = celery_app.record.delay()
+        result = tasks.record.delay()
     seen = result.get(timeout=10)
     assert seen["request_id"] == "req-celery"
     assert seen["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
@@ -162,14 +170,14 @@ def test_the_worker_runs_a_task_in_its_publishers_context(worker: Celery) -> Non
 
 def test_a_task_published_by_a_task_carries_the_context_on(worker: Celery) -> None:
     with meshprop.bind(INBOUND):
-        parent = celery_app.publish_child.delay().get(timeout=10)
+        parent = tasks.publish_child.delay().get(timeout=10)
     child = worker.AsyncResult(parent["child_id"]).get(timeout=10)
     assert parent["seen"]["forwarded"] == child["forwarded"] == INBOUND
 
 
 def test_a_task_published_outside_a_request_gets_a_new_id(worker: Celery) -> None:
-    first = celery_app.record.delay().get(timeout=10)
-    second = celery_app.record.delay().get(timeout=10)
+    first = tasks.record.delay().get(timeout=10)
+    second = tasks.record.delay().get(timeout=10)
     assert first["request_id"] and second["request_id"]
     assert first["request_id"] != second["request_id"]
     assert first["left_behind"] is second["left_behind"] is None
@@ -178,9 +186,9 @@ def test_a_task_published_outside_a_request_gets_a_new_id(worker: Celery) -> Non
 
 def test_after_a_failed_task_the_next_one_starts_clean(worker: Celery) -> None:
     with meshprop.bind(INBOUND), pytest.raises(Failed) as failure:
-        celery_app.fail.delay().get(timeout=10)
+        tasks.fail.delay().get(timeout=10)
     failed = json.loads(str(failure.value))
-    after = celery_app.record.delay().get(timeout=10)
+    after = tasks.record.delay().get(timeout=10)
     assert failed["request_id"] == "req-celery"
     assert after["thread"] == failed["thread"]  # the solo pool: the same thread
     assert after["left_behind"] is None
@@ -190,8 +198,8 @@ def test_after_a_failed_task_the_next_one_starts_clean(worker: Celery) -> None:
 
 def test_a_retried_task_keeps_its_context_and_the_next_one_starts_clean(worker: Celery) -> None:
     with meshprop.bind(INBOUND):
-        runs = celery_app.retry_once.delay().get(timeout=10)["runs"]
-    after = celery_app.record.delay().get(timeout=10)
+        runs = tasks.retry_once.delay().get(timeout=10)["runs"]
+    after = tasks.record.delay().get(timeout=10)
     assert [run["request_id"] for run in runs] == ["req-celery", "req-celery"]
     assert [run["left_behind"] for run in runs] == [None, None]
     assert after["left_behind"] is None
@@ -204,7 +212,7 @@ def test_a_worker_of_an_app_without_setup_binds_nothing(worker: Celery) -> None:
     meshprop.celery.teardown(app)  # the signals stay connected for `other`
     try:
         with meshprop.bind(INBOUND):
-            seen = celery_app.record.apply_async(headers=INBOUND).get(timeout=10)
+            seen = tasks.record.apply_async(headers=INBOUND).get(timeout=10)
         assert seen["request_id"] is None
     finally:
         meshprop.celery.teardown(other)
@@ -213,7 +221,7 @@ def test_a_worker_of_an_app_without_setup_binds_nothing(worker: Celery) -> None:
 def test_an_eager_task_runs_in_the_callers_context(eager: Celery) -> None:
     with meshprop.bind(INBOUND) as forwarded:
         outer = meshprop.current()
-        seen = celery_app.record.delay().get()
+        seen = tasks.record.delay().get()
         assert meshprop.current() is outer  # the caller's context is back
         assert dict(forwarded) == INBOUND
     assert seen["forwarded"] == INBOUND
@@ -221,13 +229,13 @@ def test_an_eager_task_runs_in_the_callers_context(eager: Celery) -> None:
 
 def test_an_eager_task_prefers_the_headers_it_was_given(eager: Celery) -> None:
     with meshprop.bind(INBOUND):
-        seen = celery_app.record.apply(headers={"x-request-id": "given"}).get()
+        seen = tasks.record.apply(headers={"x-request-id": "given"}).get()
     assert seen["request_id"] == "given"
     assert seen["forwarded"]["traceparent"] == TRACEPARENT
 
 
 def test_an_eager_task_outside_a_request_gets_a_new_id(eager: Celery) -> None:
-    seen = celery_app.record.delay().get()
+    seen = tasks.record.delay().get()
     assert seen["request_id"] is not None
     assert meshprop.request_id() is None
 
@@ -235,16 +243,16 @@ def test_an_eager_task_outside_a_request_gets_a_new_id(eager: Celery) -> None:
 def test_eager_tasks_reset_after_failure_and_retry(eager: Celery) -> None:
     with meshprop.bind(INBOUND):
         with pytest.raises(Failed):
-            celery_app.fail.apply(throw=True)
+            tasks.fail.apply(throw=True)
         assert meshprop.request_id() == "req-celery"
-        runs = celery_app.retry_once.apply().get()["runs"]
+        runs = tasks.retry_once.apply().get()["runs"]
         assert [run["request_id"] for run in runs] == ["req-celery", "req-celery"]
         assert meshprop.request_id() == "req-celery"
 
 
 def test_an_eager_task_inside_an_eager_task(eager: Celery) -> None:
     with meshprop.bind(INBOUND):
-        parent = celery_app.publish_child.delay().get()
+        parent = tasks.publish_child.delay().get()
         assert meshprop.request_id() == "req-celery"
     child = eager.AsyncResult(parent["child_id"])
     assert parent["seen"]["request_id"] == "req-celery"
@@ -253,7 +261,7 @@ def test_an_eager_task_inside_an_eager_task(eager: Celery) -> None:
 
 def test_the_config_can_turn_id_generation_off(eager: Celery) -> None:
     meshprop.celery.setup(app, config=Config(request_id_generator=None))
-    seen = celery_app.record.delay().get()
+    seen = tasks.record.delay().get()
     assert seen["request_id"] is None
     assert seen["forwarded"] == {}
 
@@ -266,7 +274,7 @@ def test_eager_tasks_in_many_threads_keep_their_own_context(eager: Celery) -> No
         if index < 8:
             start.wait(timeout=10)  # the first eight at once
         with meshprop.bind({"x-request-id": f"req-{index}"}):
-            result = celery_app.record_slowly.delay(0.001).result
+            result = tasks.record_slowly.delay(0.001).result
             assert meshprop.request_id() == f"req-{index}"
         assert isinstance(result, dict)
         return result

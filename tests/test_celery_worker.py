@@ -18,7 +18,7 @@ from celery import Celery
 import meshprop
 import meshprop.celery
 from integrations._celery import Worker, running_redis, running_workers
-from tests.celery_app import Failed, app, fail, publish_child, record, record_slowly, retry_once
+from tests.celery_app import Failed, app, worker_tasks
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 TRACEPARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
@@ -56,7 +56,7 @@ def test_a_request_its_task_and_the_sub_task_see_one_id_and_trace(
 ) -> None:
 
     with meshprop.bind(INBOUND):
-        parent = publish_child.apply_async(queue=queue).get(timeout=RESULT_TIMEOUT)
+        parent = worker_tasks.publish_child.apply_async(queue=queue).get(timeout=RESULT_TIMEOUT)
     child = result_of(parent["child_id"])
     for seen in (parent["seen"], child):
         assert seen["forwarded"] == INBOUND  # verbatim, tracestate and all
@@ -69,7 +69,7 @@ def test_a_request_its_task_and_the_sub_task_see_one_id_and_trace(
 @pytest.mark.parametrize("queue", QUEUES)
 def test_a_task_published_outside_a_request_gets_a_new_id(workers: Celery, queue: str) -> None:
 
-    first, second = (record.apply_async(queue=queue) for _ in range(2))
+    first, second = (worker_tasks.record.apply_async(queue=queue) for _ in range(2))
     seen = [first.get(timeout=RESULT_TIMEOUT), second.get(timeout=RESULT_TIMEOUT)]
     ids = [one["request_id"] for one in seen]
     assert None not in ids and ids[0] != ids[1]
@@ -79,7 +79,7 @@ def test_a_task_published_outside_a_request_gets_a_new_id(workers: Celery, queue
 def later_tasks(queue: str, count: int = 16) -> list[dict[str, Any]]:
     """Tasks sent outside any request after another task: what each of them saw."""
 
-    results = [record.apply_async(queue=queue) for _ in range(count)]
+    results = [worker_tasks.record.apply_async(queue=queue) for _ in range(count)]
     return [result.get(timeout=RESULT_TIMEOUT) for result in results]
 
 
@@ -87,7 +87,7 @@ def later_tasks(queue: str, count: int = 16) -> list[dict[str, Any]]:
 def test_after_a_failed_task_the_next_tasks_start_clean(workers: Celery, queue: str) -> None:
 
     with meshprop.bind(INBOUND), pytest.raises(Failed) as failure:
-        fail.apply_async(queue=queue).get(timeout=RESULT_TIMEOUT)
+        worker_tasks.fail.apply_async(queue=queue).get(timeout=RESULT_TIMEOUT)
     failed = json.loads(str(failure.value))
     assert failed["request_id"] == "req-worker"
     after = later_tasks(queue)
@@ -104,7 +104,7 @@ def test_a_retried_task_keeps_its_context_and_the_next_tasks_start_clean(
 ) -> None:
 
     with meshprop.bind(INBOUND):
-        runs = retry_once.apply_async(queue=queue).get(timeout=RESULT_TIMEOUT)["runs"]
+        runs = worker_tasks.retry_once.apply_async(queue=queue).get(timeout=RESULT_TIMEOUT)["runs"]
     assert [run["request_id"] for run in runs] == ["req-worker", "req-worker"]
     assert [run["forwarded"] for run in runs] == [INBOUND, INBOUND]
     assert [run["left_behind"] for run in runs] == [None, None]
@@ -124,7 +124,7 @@ def test_tasks_running_at_once_in_threads_keep_their_own_context(workers: Celery
         headers = {"x-request-id": f"req-{index}", "x-b3-traceid": f"{index + 1:032x}",
                    "x-b3-spanid": f"{index + 1:016x}"}  # fmt: skip
         with meshprop.bind(headers):
-            results.append(record_slowly.apply_async(args=(0.02,), queue="threads"))
+            results.append(worker_tasks.record_slowly.apply_async(args=(0.02,), queue="threads"))
     threads = set()
     for index, result in enumerate(results):
         seen = result.get(timeout=RESULT_TIMEOUT)
