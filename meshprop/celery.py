@@ -110,8 +110,8 @@ def _on_postrun(task_id: str | None = None, **_: Any) -> None:
 def _task_headers(request: Context, plan: Plan) -> Mapping[Any, Any]:
     """The headers a task's message carried.
 
-    A worker copies every message header onto ``task.request``: Celery 5.3 and later gather
-    the ones that are not its own in ``request.headers``; the attributes hold them all. An
+    A worker copies every message header onto ``task.request`` as an attribute, and recent
+    Celery also gathers the ones that are not its own in ``request.headers``. An
     eager request holds the caller's ``apply(headers=...)``, to which the caller's context
     adds what a publish would have.
     """
