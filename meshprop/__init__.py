@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # the submodules, for type checkers; at run time __getattr__ 
     from . import asgi as asgi
     from . import celery as celery
     from . import django as django
+    from . import grpc as grpc
     from . import httpx as httpx
     from . import logging as logging
     from . import loguru as loguru
@@ -49,8 +50,8 @@ __all__ = [
 __version__ = "0.1.0"
 
 _SUBMODULES = frozenset(
-    {"aiohttp", "asgi", "celery", "django", "httpx", "logging", "otel", "requests", "wsgi"}
-    | {"loguru", "sentry", "structlog"}  # the log integrations
+    {"aiohttp", "asgi", "celery", "django", "grpc", "httpx", "logging", "otel", "requests"}
+    | {"wsgi", "loguru", "sentry", "structlog"}
 )
 
 

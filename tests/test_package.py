@@ -16,7 +16,17 @@ import pytest
 
 import meshprop
 
-FRAMEWORKS = ("starlette", "fastapi", "flask", "werkzeug", "httpx", "requests", "aiohttp", "django")
+FRAMEWORKS = (
+    "starlette",
+    "fastapi",
+    "flask",
+    "werkzeug",
+    "httpx",
+    "requests",
+    "aiohttp",
+    "django",
+    "grpc",
+)
 LOG_LIBRARIES = ("structlog", "loguru", "sentry_sdk")
 
 
@@ -49,6 +59,7 @@ def test_the_core_imports_no_framework(statement: str) -> None:
         ("loguru", "loguru", "loguru"),
         ("sentry", "sentry_sdk", "sentry"),
         ("celery", "celery", "celery"),
+        ("grpc", "grpc", "grpc"),
     ],
 )
 def test_a_missing_extra_names_the_install(submodule: str, framework: str, extra: str) -> None:
