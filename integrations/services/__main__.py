@@ -18,6 +18,8 @@ SERVICES = {
     "fastapi": "integrations.services.fastapi_service",
     "flask": "integrations.services.flask_service",
     "aiohttp": "integrations.services.aiohttp_service",
+    "grpc": "integrations.services.grpc_service",
+    "fastapi-grpc": "integrations.services.fastapi_grpc_service",
 }
 
 
