@@ -16,6 +16,7 @@ import statistics
 import time
 import traceback
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,10 @@ class Variant:
     build: Callable[[], Batch]
     #: Which meshprop module the variant needs, to report a missing adapter as such.
     needs: str | None = None
+    #: What the variant switches on for the whole process (``instrument()``), entered around
+    #: its build and around each of its batches, never inside the timed loop: a patch that
+    #: stayed on would change every other variant too.
+    around: Callable[[], AbstractContextManager[object]] = nullcontext
 
 
 @dataclass
@@ -146,26 +151,28 @@ def timed_batch(batch: Batch, n: int) -> int:
 def measure(variants: list[Variant], plan: Plan, log: Callable[[str], None]) -> list[Measured]:
     """Build every variant, size its batch, then time all of them interleaved."""
     results: list[Measured] = []
-    batches: list[tuple[Measured, Batch]] = []
+    batches: list[tuple[Measured, Variant, Batch]] = []
     for variant in variants:
         measured = Measured(variant.name)
         results.append(measured)
         try:
-            batch = variant.build()
-            measured.batch_size = _batch_size(batch, plan)
+            with variant.around():
+                batch = variant.build()
+                measured.batch_size = _batch_size(batch, plan)
         except Exception as error:
             measured.status, measured.reason = classify_failure(error, variant.needs)
             log(f"    {variant.name}: {measured.status.upper()}: {measured.reason}")
             continue
-        batches.append((measured, batch))
+        batches.append((measured, variant, batch))
 
     for round_index in range(plan.rounds):
         start = round_index % len(batches) if batches else 0
-        for measured, batch in batches[start:] + batches[:start]:
+        for measured, variant, batch in batches[start:] + batches[:start]:
             if measured.status != "ok":
                 continue
             try:
-                elapsed = timed_batch(batch, measured.batch_size)
+                with variant.around():
+                    elapsed = timed_batch(batch, measured.batch_size)
             except Exception as error:
                 measured.status = "error"
                 measured.reason = traceback.format_exception_only(type(error), error)[-1].strip()

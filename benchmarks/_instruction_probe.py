@@ -3,7 +3,9 @@ under callgrind.
 
 ``python -m benchmarks._instruction_probe SUITE VARIANT CALLS``: builds the variant exactly as
 the timing run does, warms it up, then makes CALLS more requests (none for the baseline run).
-The collector is off, so the count does not depend on when a collection happens to fall.
+The collector is off, so the count does not depend on when a collection happens to fall. What
+a variant switches on for the process (``instrument()``) stays on for the whole probe, in the
+baseline run as in the measured one, so it cancels out.
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ def run(suite: str, variant_name: str, calls: int) -> None:
     asyncio.set_event_loop(loop)
     with ExitStack() as stack:
         variants = {variant.name: variant for variant in _variants(suite, stack, loop)}
-        batch = variants[variant_name].build()
-        batch(WARM_UP_CALLS)
-        gc.collect()
-        gc.disable()
-        if calls:
-            batch(calls)
-        gc.enable()
+        variant = variants[variant_name]
+        with variant.around():
+            batch = variant.build()
+            batch(WARM_UP_CALLS)
+            gc.collect()
+            gc.disable()
+            if calls:
+                batch(calls)
+            gc.enable()
     loop.close()
 
 

@@ -95,23 +95,45 @@ def _within_starlette(title: str, costs: Costs, unit: str, share: float) -> dict
     )
 
 
-def _own_share(title: str, costs: Costs, unit: str, suite: str, share: float) -> dict[str, Any]:
-    """meshprop's own work (meshprop - carry) against a share of the bare call."""
-    absent = _absent(title, costs, unit, (suite, "bare"), (suite, "meshprop"), (suite, "carry"))
+def _own_share(
+    title: str, costs: Costs, unit: str, suite: str, share: float, name: str = "meshprop"
+) -> dict[str, Any]:
+    """meshprop's own work (``name`` - carry) against a share of the bare call."""
+    absent = _absent(title, costs, unit, (suite, "bare"), (suite, name), (suite, "carry"))
     if absent is not None:
         return absent
     figures = costs[suite]
-    own = figures["meshprop"] - figures["carry"]
+    own = figures[name] - figures["carry"]
     limit = share * figures["bare"]
     return _row(
         title,
         unit,
-        f"meshprop - carry {_figure(own, unit)} (over bare: meshprop "
-        f"{_figure(_overhead(costs, suite, 'meshprop'), unit)}, carry "
+        f"{name} - carry {_figure(own, unit)} (over bare: {name} "
+        f"{_figure(_overhead(costs, suite, name), unit)}, carry "
         f"{_figure(_overhead(costs, suite, 'carry'), unit)})",
         f"≤ {share * 100:g} % of bare {_figure(figures['bare'], unit, signed=False)} = "
         f"{_figure(limit, unit, signed=False)}",
         own <= limit,
+    )
+
+
+def _patched_beside_wrapped(
+    title: str, costs: Costs, unit: str, suite: str, share: float
+) -> dict[str, Any]:
+    """The patched client's overhead against the wrapped client's plus a share of bare."""
+    absent = _absent(title, costs, unit, (suite, "bare"), (suite, "patched"), (suite, "meshprop"))
+    if absent is not None:
+        return absent
+    patched, wrapped = _overhead(costs, suite, "patched"), _overhead(costs, suite, "meshprop")
+    bare = costs[suite]["bare"]
+    limit = wrapped + share * bare
+    return _row(
+        title,
+        unit,
+        f"patched {_figure(patched, unit)} ({_figure(patched - wrapped, unit)} over meshprop)",
+        f"≤ meshprop {_figure(wrapped, unit)} + {share * 100:g} % of bare "
+        f"{_figure(bare, unit, signed=False)} = {_figure(limit, unit)}",
+        patched <= limit,
     )
 
 
@@ -163,7 +185,65 @@ def cost_budgets(costs: Costs, unit: str) -> list[dict[str, Any]]:
                 f"Outbound ({label}): meshprop - carry ≤ 2 % of bare", costs, unit, suite, 0.02
             )
         )
+    for suite, label in PATCHED_SUITES.items():
+        judged.append(
+            _patched_beside_wrapped(
+                f"instrument() ({label}): patched ≤ meshprop + 1 % of bare",
+                costs,
+                unit,
+                suite,
+                0.01,
+            )
+        )
+        judged.append(
+            _own_share(
+                f"instrument() ({label}): patched - carry ≤ 2 % of bare",
+                costs,
+                unit,
+                suite,
+                0.02,
+                name="patched",
+            )
+        )
     return judged
+
+
+#: The zero-code variant of each suite beside the adapter it stands for.
+_ZERO_CODE_PAIRS = (
+    ("meshprop", "patched"),
+    ("meshprop", "instrumented"),
+    ("meshprop-read", "instrumented-read"),
+)
+
+
+def instrument_table(costs: Costs, unit: str) -> list[str]:
+    """``instrument()`` beside the adapters, suite by suite, as Markdown table lines (none when
+    no suite has both). Only the clients have a budget for it (in the budget table); an
+    instrumented app is shown here and not judged."""
+    lines = [
+        "| suite | adapter | over bare | instrument() | over bare | instrument() - adapter |",
+        "| --- | --- | ---: | --- | ---: | ---: |",
+    ]
+    for suite, figures in costs.items():
+        if "bare" not in figures:
+            continue
+        for adapter, zero_code in _ZERO_CODE_PAIRS:
+            if adapter not in figures or zero_code not in figures:
+                continue
+            wrapped, patched = _overhead(costs, suite, adapter), _overhead(costs, suite, zero_code)
+            lines.append(
+                f"| {suite} | {adapter} | {_figure(wrapped, unit)} | {zero_code} | "
+                f"{_figure(patched, unit)} | {_figure(patched - wrapped, unit)} |"
+            )
+    return lines if len(lines) > 2 else []
+
+
+INSTRUMENT_NOTE = (
+    "The bare client or app, made and served after `meshprop.instrument()` (and "
+    "`uninstrument()` after the variant), beside the wrapped client or the added middleware. "
+    "DESIGN.md §5 budgets the clients (the rows `instrument()` in the budget table); an "
+    "instrumented app has no budget of its own and is not judged."
+)
 
 
 def memory_budgets(
@@ -262,6 +342,15 @@ CLIENT_SUITES = {
     "requests": "requests Session",
     "aiohttp-client": "aiohttp ClientSession",
 }
+#: The client suites with a ``patched`` variant. requests is patched in ``http.client``, which
+#: the ``requests`` suite's answer-at-once adapter never reaches, so it is judged on the suite
+#: that goes down to the socket.
+PATCHED_SUITES = {
+    "httpx-sync": "httpx Client",
+    "httpx-async": "httpx AsyncClient",
+    "requests-urllib3": "requests Session over urllib3",
+    "aiohttp-client": "aiohttp ClientSession",
+}
 
 
 def write(document: dict[str, Any], markdown: str, directory: Path, stem: str) -> tuple[Path, Path]:
@@ -335,6 +424,9 @@ def markdown(document: dict[str, Any], descriptions: dict[str, dict[str, str]]) 
         "",
         *budget_table(document["budgets"]),
     ]
+    zero_code = instrument_table(wall_clock_costs(document["suites"]), MICROSECONDS)
+    if zero_code:
+        lines += ["", "## instrument() beside the adapters", "", INSTRUMENT_NOTE, "", *zero_code]
 
     for suite, results in document["suites"].items():
         lines += [
@@ -425,6 +517,8 @@ SUITE_TITLES = {
     "httpx-sync": "outbound, httpx Client on MockTransport",
     "httpx-async": "outbound, httpx AsyncClient on MockTransport",
     "requests": "outbound, requests Session on an in-memory adapter",
+    "requests-urllib3": "outbound, requests Session through urllib3 and http.client onto an "
+    "in-memory socket",
     "aiohttp-client": "outbound, aiohttp ClientSession to a local aiohttp server (loopback)",
     "httpx-otel": "outbound inside an OpenTelemetry span, httpx Client on MockTransport",
 }

@@ -24,6 +24,7 @@ TIMING_SUITES = (
     "httpx-sync",
     "httpx-async",
     "requests",
+    "requests-urllib3",
     "aiohttp-client",
     "httpx-otel",
 )
@@ -50,6 +51,7 @@ def _variants(suite: str, stack: ExitStack, loop: asyncio.AbstractEventLoop) -> 
         "httpx-sync": lambda: outbound.httpx_sync_variants(stack),
         "httpx-async": lambda: outbound.httpx_async_variants(stack, loop),
         "requests": lambda: outbound.requests_variants(stack),
+        "requests-urllib3": lambda: outbound.requests_urllib3_variants(stack),
         "aiohttp-client": lambda: outbound.aiohttp_variants(stack, loop),
         "httpx-otel": lambda: outbound.httpx_otel_variants(stack),
     }

@@ -64,6 +64,10 @@ READ_DESCRIPTION = (
 )
 
 
+INSTRUMENTED_DESCRIPTION = "no middleware: the app made and served after meshprop.instrument()"
+INSTRUMENTED_READ_DESCRIPTION = "the same, and the handler reads once as in meshprop-read"
+
+
 def forget_handler_read() -> None:
     """Before a checked request: so that only what its handler reads can pass the check."""
     HandlerRead.headers = HandlerRead.trace_id = None

@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 from ._harness import Batch, Variant, async_batch
 from ._otel import sdk_tracer_provider
 from ._workload import (
+    INSTRUMENTED_DESCRIPTION,
+    INSTRUMENTED_READ_DESCRIPTION,
     ISTIO_HEADERS,
     PATH,
     READ_DESCRIPTION,
@@ -24,6 +26,7 @@ from ._workload import (
     forget_handler_read,
     read_forwarded_headers,
 )
+from ._zero_code import instrumented
 
 _INCOMING_ID = dict(ISTIO_HEADERS)["x-request-id"]
 
@@ -185,6 +188,18 @@ def variants(loop: asyncio.AbstractEventLoop) -> list[Variant]:
             _batch(loop, meshprop_middlewares, "meshprop-read", True, expect_read=True),
             needs="meshprop.aiohttp",
         ),
+        Variant(
+            "instrumented",
+            _batch(loop, list, "instrumented", True),
+            needs="meshprop.aiohttp",
+            around=instrumented,
+        ),
+        Variant(
+            "instrumented-read",
+            _batch(loop, list, "instrumented-read", True, expect_read=True),
+            needs="meshprop.aiohttp",
+            around=instrumented,
+        ),
         Variant("otel-api", _batch(loop, otel_middlewares(sdk=False), "otel-api", False)),
         Variant("otel-sdk", _batch(loop, otel_middlewares(sdk=True), "otel-sdk", False)),
     ]
@@ -194,6 +209,8 @@ DESCRIPTIONS = {
     "bare": "aiohttp web.Application, no middleware",
     "meshprop": "web.Application(middlewares=[meshprop.aiohttp.middleware()])",
     "meshprop-read": READ_DESCRIPTION,
+    "instrumented": INSTRUMENTED_DESCRIPTION,
+    "instrumented-read": INSTRUMENTED_READ_DESCRIPTION,
     "otel-api": "opentelemetry-instrumentation-aiohttp-server middleware, API only",
     "otel-sdk": "the same with SDK spans to a discarding exporter",
 }

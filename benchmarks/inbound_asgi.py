@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 from ._handwritten import CopyAndEchoMiddleware, http_middleware
 from ._harness import Batch, Variant, async_batch
 from ._otel import sdk_tracer_provider
 from ._workload import (
+    INSTRUMENTED_DESCRIPTION,
+    INSTRUMENTED_READ_DESCRIPTION,
     ISTIO_HEADERS,
     PATH,
     READ_DESCRIPTION,
@@ -23,6 +26,7 @@ from ._workload import (
     forget_handler_read,
     read_forwarded_headers,
 )
+from ._zero_code import instrumented
 
 Middleware = tuple[Any, dict[str, Any]]
 
@@ -186,6 +190,8 @@ def variants(loop: asyncio.AbstractEventLoop, framework: str) -> list[Variant]:
         ("floor", with_middleware((CopyAndEchoMiddleware, {})), True, None),
         ("meshprop", meshprop_app, True, "meshprop.asgi"),
         ("meshprop-read", meshprop_read_app, True, "meshprop.asgi"),
+        ("instrumented", with_middleware(), True, "meshprop.asgi"),
+        ("instrumented-read", lambda: app_factory([], reads_context=True), True, "meshprop.asgi"),
         ("asgi-correlation-id", correlation_id_app, True, None),
         ("starlette-context", starlette_context_app, False, None),
         ("http-middleware", lambda: _with_http_middleware(framework), True, None),
@@ -193,7 +199,12 @@ def variants(loop: asyncio.AbstractEventLoop, framework: str) -> list[Variant]:
         ("otel-sdk", otel_sdk_app, False, None),
     ]
     return [
-        Variant(name, _batch(loop, build_app, name, expect_echo, name == "meshprop-read"), needs)
+        Variant(
+            name,
+            _batch(loop, build_app, name, expect_echo, name.endswith("-read")),
+            needs,
+            around=instrumented if name.startswith("instrumented") else nullcontext,
+        )
         for name, build_app, expect_echo, needs in table
     ]
 
@@ -203,6 +214,8 @@ DESCRIPTIONS = {
     "floor": "hand-written pure-ASGI copy + echo (the floor)",
     "meshprop": "meshprop.asgi.MeshPropMiddleware via add_middleware",
     "meshprop-read": READ_DESCRIPTION,
+    "instrumented": INSTRUMENTED_DESCRIPTION,
+    "instrumented-read": INSTRUMENTED_READ_DESCRIPTION,
     "asgi-correlation-id": "asgi-correlation-id CorrelationIdMiddleware (defaults)",
     "starlette-context": "starlette-context RawContextMiddleware (request id + correlation id)",
     "http-middleware": '@app.middleware("http") copy into a ContextVar + echo (Starlette: '

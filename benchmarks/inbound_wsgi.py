@@ -13,6 +13,8 @@ from ._handwritten import flask_before_request
 from ._harness import Batch, Variant, sync_batch
 from ._otel import sdk_tracer_provider
 from ._workload import (
+    INSTRUMENTED_DESCRIPTION,
+    INSTRUMENTED_READ_DESCRIPTION,
     ISTIO_HEADERS,
     PATH,
     READ_DESCRIPTION,
@@ -21,6 +23,7 @@ from ._workload import (
     read_forwarded_headers,
     wsgi_environ,
 )
+from ._zero_code import instrumented
 
 _INCOMING_ID = dict(ISTIO_HEADERS)["x-request-id"]
 
@@ -115,6 +118,18 @@ def variants() -> list[Variant]:
             _batch(meshprop_read_app, "meshprop-read", True, expect_read=True),
             needs="meshprop.wsgi",
         ),
+        Variant(
+            "instrumented",
+            _batch(bare, "instrumented", True),
+            needs="meshprop.wsgi",
+            around=instrumented,
+        ),
+        Variant(
+            "instrumented-read",
+            _batch(lambda: _flask_app(reads_context=True), "instrumented-read", True, True),
+            needs="meshprop.wsgi",
+            around=instrumented,
+        ),
         Variant("otel-api", _batch(otel_app(sdk=False), "otel-api", False)),
         Variant("otel-sdk", _batch(otel_app(sdk=True), "otel-sdk", False)),
     ]
@@ -125,6 +140,8 @@ DESCRIPTIONS = {
     "before_request": "@app.before_request copy into flask.g (no echo)",
     "meshprop": "app.wsgi_app = meshprop.wsgi.MeshPropMiddleware(app.wsgi_app)",
     "meshprop-read": READ_DESCRIPTION,
+    "instrumented": INSTRUMENTED_DESCRIPTION,
+    "instrumented-read": INSTRUMENTED_READ_DESCRIPTION,
     "otel-api": "OpenTelemetry WSGI middleware, API only",
     "otel-sdk": "OpenTelemetry WSGI middleware, SDK spans to a discarding exporter",
 }

@@ -39,9 +39,11 @@ SUITES = {
     "httpx-sync": 200,
     "httpx-async": 200,
     "requests": 100,
+    "requests-urllib3": 100,
     "aiohttp-client": 200,
 }
-#: The variants the budgets compare, and the floor beside them: the default set.
+#: The variants the budgets compare, and the floor and ``instrument()``'s inbound side beside
+#: them: the default set.
 BUDGET_VARIANTS = (
     "bare",
     "floor",
@@ -51,6 +53,9 @@ BUDGET_VARIANTS = (
     "before_request",
     "explicit",
     "carry",
+    "patched",
+    "instrumented",
+    "instrumented-read",
 )
 
 _COLLECTED = re.compile(r"Collected : (\d+)")
@@ -144,6 +149,12 @@ def markdown(document: dict[str, Any]) -> str:
         "## Budgets (DESIGN.md §5)",
         "",
         *_report.budget_table(budgets),
+    ]
+    zero_code = _report.instrument_table(counts, _report.INSTRUCTIONS)
+    if zero_code:
+        lines += ["", "## instrument() beside the adapters", "", _report.INSTRUMENT_NOTE]
+        lines += ["", *zero_code]
+    lines += [
         "",
         "## Instructions per request",
         "",

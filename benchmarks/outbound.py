@@ -1,5 +1,7 @@
 """Outbound calls from inside a request: httpx (sync and async) on ``MockTransport``, requests on
-an in-memory adapter, aiohttp against a local aiohttp server on 127.0.0.1.
+an in-memory adapter and, for ``instrument()`` (which patches ``http.client``), through urllib3
+and ``http.client`` onto an in-memory socket, aiohttp against a local aiohttp server on
+127.0.0.1.
 
 Every batch runs inside a request context (``meshprop.bind`` and the hand-written ContextVar
 both set to the Istio headers), so each variant has headers to forward; the bare client simply
@@ -10,13 +12,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import Any
 
 from ._handwritten import TEAM_HEADERS, copy_into
 from ._harness import Batch, Variant, async_batch, sync_batch
 from ._otel import sdk_tracer_provider
 from ._workload import ISTIO_HEADERS, OUTBOUND_URL
+from ._zero_code import instrumented
+
+Around = Callable[[], AbstractContextManager[object]]
 
 _INCOMING_ID = dict(ISTIO_HEADERS)["x-request-id"]
 #: The same headers as a literal ``headers=`` argument: what carrying them costs the client
@@ -49,14 +54,29 @@ def in_request(batch: Batch) -> Batch:
 
 
 class _Seen:
-    """What the fake server saw last, to check a variant really forwards before timing it."""
+    """What the fake server saw last, to check a variant really forwards before timing it: the
+    request's x-request-id values (a server), or the bytes it came as (a socket)."""
 
-    request_id: str | None = None
+    request_ids: list[str] | None = None
+    sent: bytes | None = None
+
+    def received_ids(self) -> list[str]:
+        """Every x-request-id the last request carried: one, never two, when it forwards."""
+        if self.sent is None:
+            return list(self.request_ids or ())
+        head = self.sent.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]
+        fields = (line.partition(b":") for line in head)
+        return [
+            value.strip().decode("latin-1")
+            for name, _, value in fields
+            if name.strip().lower() == b"x-request-id"
+        ]
 
 
-def _expect_forwarded(seen: type[_Seen] | _Seen, name: str, forwards: bool) -> None:
-    if forwards and seen.request_id != _INCOMING_ID:
-        raise RuntimeError(f"{name}: x-request-id was not forwarded (got {seen.request_id!r})")
+def _expect_forwarded(seen: _Seen, name: str, forwards: bool) -> None:
+    received = seen.received_ids()
+    if forwards and received != [_INCOMING_ID]:
+        raise RuntimeError(f"{name}: x-request-id was not forwarded once (got {received!r})")
 
 
 # --- httpx -------------------------------------------------------------------------------------
@@ -66,7 +86,7 @@ def _httpx_transport(seen: _Seen) -> Any:
     import httpx
 
     def answer(request: httpx.Request) -> httpx.Response:
-        seen.request_id = request.headers.get("x-request-id")
+        seen.request_ids = request.headers.get_list("x-request-id")
         return httpx.Response(200, json={"charge": "ok"})
 
     return httpx.MockTransport(answer)
@@ -94,6 +114,7 @@ def _httpx_variants(stack: ExitStack, loop: asyncio.AbstractEventLoop | None) ->
         forwards: bool,
         needs: str | None = None,
         headers: dict[str, str] | None = None,
+        around: Around = nullcontext,
     ) -> Variant:
         def build() -> Batch:
             seen = _Seen()
@@ -113,7 +134,7 @@ def _httpx_variants(stack: ExitStack, loop: asyncio.AbstractEventLoop | None) ->
             _expect_forwarded(seen, name, forwards)
             return batch
 
-        return Variant(name, build, needs=needs)
+        return Variant(name, build, needs=needs, around=around)
 
     def bare(transport: Any) -> Any:
         return plain_client(transport=transport)
@@ -143,6 +164,7 @@ def _httpx_variants(stack: ExitStack, loop: asyncio.AbstractEventLoop | None) ->
         variant("carry", carry, True),
         variant("hook", hook, True),
         variant("meshprop", meshprop_client, True, "meshprop.httpx"),
+        variant("patched", bare, True, "meshprop.httpx", around=instrumented),
         variant("otel-sdk", otel, False),
     ]
 
@@ -227,7 +249,8 @@ def _requests_adapter(seen: _Seen) -> Any:
         """Answers every request at once, as a fast upstream would, without a socket."""
 
         def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-            seen.request_id = request.headers.get("x-request-id")
+            request_id = request.headers.get("x-request-id")
+            seen.request_ids = [] if request_id is None else [request_id]
             response = requests.Response()
             response.status_code = 200
             response.headers = CaseInsensitiveDict({"content-type": "application/json"})
@@ -244,6 +267,19 @@ def _requests_adapter(seen: _Seen) -> Any:
 
 
 def requests_variants(stack: ExitStack) -> list[Variant]:
+    """requests on an adapter that answers at once: the client down to ``HTTPAdapter.send``."""
+    return _requests_variants(stack, _requests_adapter, through_http_client=False)
+
+
+def requests_urllib3_variants(stack: ExitStack) -> list[Variant]:
+    """requests through its real ``HTTPAdapter``, urllib3 and ``http.client`` onto an in-memory
+    socket: where ``instrument()`` adds the headers, so its ``patched`` variant is timed here."""
+    return _requests_variants(stack, _in_memory_socket_adapter, through_http_client=True)
+
+
+def _requests_variants(
+    stack: ExitStack, make_adapter: Callable[[_Seen], Any], through_http_client: bool
+) -> list[Variant]:
     def variant(
         name: str,
         make_session: Callable[[], Any],
@@ -251,11 +287,12 @@ def requests_variants(stack: ExitStack) -> list[Variant]:
         forwards: bool,
         needs: str | None = None,
         instrument: bool = False,
+        around: Around = nullcontext,
     ) -> Variant:
         def build() -> Batch:
             seen = _Seen()
             session = stack.enter_context(make_session())
-            session.mount("http://", _requests_adapter(seen))
+            session.mount("http://", make_adapter(seen))
             batch = in_request(sync_batch(lambda: call(session)))
             if instrument:
                 batch = _instrumented_requests(batch)
@@ -263,7 +300,7 @@ def requests_variants(stack: ExitStack) -> list[Variant]:
             _expect_forwarded(seen, name, forwards)
             return batch
 
-        return Variant(name, build, needs=needs)
+        return Variant(name, build, needs=needs, around=around)
 
     def plain_session() -> Any:
         import requests
@@ -288,14 +325,69 @@ def requests_variants(stack: ExitStack) -> list[Variant]:
         # requests has no request hook: teams pass the headers on each call.
         return session.get(OUTBOUND_URL, headers=TEAM_HEADERS.get({}))
 
+    # instrument() patches http.client, which the answer-at-once adapter never reaches.
+    patched = (
+        [variant("patched", plain_session, get, True, "meshprop._http_client", around=instrumented)]
+        if through_http_client
+        else []
+    )
     return [
         variant("bare", plain_session, get, False),
         variant("explicit", plain_session, get_explicit, True),
         variant("carry", carrying_session, get, True),
         variant("hook", plain_session, get_with_copy, True),
         variant("meshprop", meshprop_session, get, True, "meshprop.requests"),
+        *patched,
         variant("otel-sdk", plain_session, get, False, instrument=True),
     ]
+
+
+_CANNED_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n"
+    b'{"charge": "ok"}'
+)
+
+
+def _in_memory_socket_adapter(seen: _Seen) -> Any:
+    """requests' own ``HTTPAdapter``, whose urllib3 connections write to a socket that keeps
+    the request's bytes and reads back a canned keep-alive response: everything down to
+    ``http.client`` runs, and no packet is sent."""
+    import io
+
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection
+    from urllib3.connectionpool import HTTPConnectionPool
+
+    class InMemorySocket:
+        def sendall(self, data: bytes) -> None:
+            seen.sent = data
+
+        def makefile(self, mode: str, *args: Any, **kwargs: Any) -> io.BytesIO:
+            return io.BytesIO(_CANNED_RESPONSE)
+
+        def settimeout(self, timeout: float | None) -> None:
+            return None
+
+        def close(self) -> None:
+            return None
+
+    class InMemoryConnection(HTTPConnection):
+        def _new_conn(self) -> Any:
+            return InMemorySocket()
+
+        @property
+        def is_connected(self) -> bool:  # urllib3 would poll the socket's file descriptor
+            return self.sock is not None
+
+    class InMemoryPool(HTTPConnectionPool):
+        ConnectionCls = InMemoryConnection
+
+    class InMemoryAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {"http": InMemoryPool}
+
+    return InMemoryAdapter()
 
 
 def carrying_requests_session() -> Any:
@@ -347,6 +439,7 @@ def aiohttp_variants(stack: ExitStack, loop: asyncio.AbstractEventLoop) -> list[
         forwards: bool,
         needs: str | None = None,
         headers: dict[str, str] | None = None,
+        around: Around = nullcontext,
     ) -> Variant:
         def build() -> Batch:
             import aiohttp
@@ -369,7 +462,7 @@ def aiohttp_variants(stack: ExitStack, loop: asyncio.AbstractEventLoop) -> list[
             _expect_forwarded(seen, name, forwards)
             return batch
 
-        return Variant(name, build, needs=needs)
+        return Variant(name, build, needs=needs, around=around)
 
     def hook() -> dict[str, Any]:
         import aiohttp
@@ -406,6 +499,7 @@ def aiohttp_variants(stack: ExitStack, loop: asyncio.AbstractEventLoop) -> list[
         variant("hook", hook, True),
         variant("meshprop", meshprop_middleware, True, "meshprop.aiohttp"),
         variant("meshprop-trace-config", meshprop_trace_config, True, "meshprop.aiohttp"),
+        variant("patched", dict, True, "meshprop.aiohttp", around=instrumented),
         variant("otel-sdk", otel, False),
     ]
 
@@ -429,7 +523,7 @@ def _start_server(stack: ExitStack, loop: asyncio.AbstractEventLoop, seen: _Seen
     from aiohttp import web
 
     async def charge(request: web.Request) -> web.Response:
-        seen.request_id = request.headers.get("x-request-id")
+        seen.request_ids = request.headers.getall("x-request-id", [])
         return web.json_response({"charge": "ok"})
 
     app = web.Application()
@@ -448,6 +542,7 @@ def _start_server(stack: ExitStack, loop: asyncio.AbstractEventLoop, seen: _Seen
 
 
 _OTEL = "the OpenTelemetry instrumentation, SDK spans to a discarding exporter"
+_PATCHED = "made and called after meshprop.instrument() (zero code)"
 _CARRY = (
     "the same headers pre-encoded once; no context lookup, scope decision or check (what the "
     "client itself charges for carrying them)"
@@ -467,6 +562,7 @@ DESCRIPTIONS = {
         "carry": f"httpx.Client subclass: build_request appends {_CARRY}",
         "hook": "event_hooks={'request': [copy from a ContextVar]}",
         "meshprop": "meshprop.httpx.Client",
+        "patched": f"httpx.Client {_PATCHED}",
         "otel-sdk": f"HTTPXClientInstrumentor.instrument_client: {_OTEL}",
     },
     "httpx-async": {
@@ -475,6 +571,7 @@ DESCRIPTIONS = {
         "carry": f"httpx.AsyncClient subclass: build_request appends {_CARRY}",
         "hook": "event_hooks={'request': [async copy from a ContextVar]}",
         "meshprop": "meshprop.httpx.AsyncClient",
+        "patched": f"httpx.AsyncClient {_PATCHED}",
         "otel-sdk": f"HTTPXClientInstrumentor.instrument_client: {_OTEL}",
     },
     "requests": {
@@ -485,6 +582,15 @@ DESCRIPTIONS = {
         "meshprop": "meshprop.requests.Session",
         "otel-sdk": f"RequestsInstrumentor: {_OTEL}",
     },
+    "requests-urllib3": {
+        "bare": "requests.Session → HTTPAdapter → urllib3 → http.client, in-memory socket",
+        "explicit": "the same headers as a literal headers= (what carrying them costs)",
+        "carry": f"requests.Session subclass: send puts in {_CARRY}",
+        "hook": "headers= copied from a ContextVar on each call (requests has no request hook)",
+        "meshprop": "meshprop.requests.Session",
+        "patched": f"requests.Session {_PATCHED}: http.client adds the headers",
+        "otel-sdk": f"RequestsInstrumentor: {_OTEL}",
+    },
     "aiohttp-client": {
         "bare": "aiohttp.ClientSession",
         "explicit": "the same headers as a literal headers= (what carrying them costs)",
@@ -492,6 +598,7 @@ DESCRIPTIONS = {
         "hook": "TraceConfig on_request_start copy from a ContextVar",
         "meshprop": "meshprop.aiohttp.ClientSession(): middlewares=[client_middleware()]",
         "meshprop-trace-config": "trace_configs=[meshprop.aiohttp.trace_config()]",
+        "patched": f"aiohttp.ClientSession {_PATCHED}",
         "otel-sdk": f"aiohttp_client.create_trace_config: {_OTEL}",
     },
 }
