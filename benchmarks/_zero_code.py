@@ -8,20 +8,27 @@ beside it stays bare.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import functools
+import importlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import meshprop
 from meshprop import _instrument
 
 
 @contextmanager
-def instrumented() -> Iterator[None]:
+def instrumented(adapter: str | None = None) -> Iterator[None]:
     """``instrument()`` for the duration of the block, ``uninstrument()`` after it.
 
+    ``adapter`` (the meshprop module whose patch the variant relies on) is imported first:
+    ``instrument()`` leaves a library it cannot patch alone, so a missing adapter would show
+    only as a variant that does not forward, where the harness should report it missing.
     A process instrumented already (a benchmark started under ``meshprop-run``) would patch the
     bare variants too and make every comparison meaningless, so it is refused instead.
     """
+    if adapter is not None:
+        importlib.import_module(adapter)
     if _instrument.is_instrumented():
         raise RuntimeError("the process is instrumented already: every variant would be patched")
     meshprop.instrument()
@@ -29,3 +36,8 @@ def instrumented() -> Iterator[None]:
         yield
     finally:
         meshprop.uninstrument()
+
+
+def around(adapter: str) -> Callable[[], AbstractContextManager[None]]:
+    """A zero-code variant's ``Variant.around``, relying on ``adapter``'s patch."""
+    return functools.partial(instrumented, adapter)

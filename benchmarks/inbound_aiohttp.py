@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from . import _zero_code
 from ._harness import Batch, Variant, async_batch
 from ._otel import sdk_tracer_provider
 from ._workload import (
@@ -26,7 +27,6 @@ from ._workload import (
     forget_handler_read,
     read_forwarded_headers,
 )
-from ._zero_code import instrumented
 
 _INCOMING_ID = dict(ISTIO_HEADERS)["x-request-id"]
 
@@ -192,13 +192,13 @@ def variants(loop: asyncio.AbstractEventLoop) -> list[Variant]:
             "instrumented",
             _batch(loop, list, "instrumented", True),
             needs="meshprop.aiohttp",
-            around=instrumented,
+            around=_zero_code.around("meshprop.aiohttp"),
         ),
         Variant(
             "instrumented-read",
             _batch(loop, list, "instrumented-read", True, expect_read=True),
             needs="meshprop.aiohttp",
-            around=instrumented,
+            around=_zero_code.around("meshprop.aiohttp"),
         ),
         Variant("otel-api", _batch(loop, otel_middlewares(sdk=False), "otel-api", False)),
         Variant("otel-sdk", _batch(loop, otel_middlewares(sdk=True), "otel-sdk", False)),

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
 
+from . import _zero_code
 from ._handwritten import CopyAndEchoMiddleware, http_middleware
 from ._harness import Batch, Variant, async_batch
 from ._otel import sdk_tracer_provider
@@ -26,7 +27,6 @@ from ._workload import (
     forget_handler_read,
     read_forwarded_headers,
 )
-from ._zero_code import instrumented
 
 Middleware = tuple[Any, dict[str, Any]]
 
@@ -198,12 +198,13 @@ def variants(loop: asyncio.AbstractEventLoop, framework: str) -> list[Variant]:
         ("otel-api", otel_app(None), False, None),
         ("otel-sdk", otel_sdk_app, False, None),
     ]
+    zero_code = _zero_code.around("meshprop.asgi")
     return [
         Variant(
             name,
             _batch(loop, build_app, name, expect_echo, name.endswith("-read")),
             needs,
-            around=instrumented if name.startswith("instrumented") else nullcontext,
+            around=zero_code if name.startswith("instrumented") else nullcontext,
         )
         for name, build_app, expect_echo, needs in table
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from . import _zero_code
 from ._handwritten import flask_before_request
 from ._harness import Batch, Variant, sync_batch
 from ._otel import sdk_tracer_provider
@@ -23,7 +24,6 @@ from ._workload import (
     read_forwarded_headers,
     wsgi_environ,
 )
-from ._zero_code import instrumented
 
 _INCOMING_ID = dict(ISTIO_HEADERS)["x-request-id"]
 
@@ -122,13 +122,13 @@ def variants() -> list[Variant]:
             "instrumented",
             _batch(bare, "instrumented", True),
             needs="meshprop.wsgi",
-            around=instrumented,
+            around=_zero_code.around("meshprop.wsgi"),
         ),
         Variant(
             "instrumented-read",
             _batch(lambda: _flask_app(reads_context=True), "instrumented-read", True, True),
             needs="meshprop.wsgi",
-            around=instrumented,
+            around=_zero_code.around("meshprop.wsgi"),
         ),
         Variant("otel-api", _batch(otel_app(sdk=False), "otel-api", False)),
         Variant("otel-sdk", _batch(otel_app(sdk=True), "otel-sdk", False)),

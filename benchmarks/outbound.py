@@ -15,13 +15,14 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import Any
 
+from . import _zero_code
 from ._handwritten import TEAM_HEADERS, copy_into
 from ._harness import Batch, Variant, async_batch, sync_batch
 from ._otel import sdk_tracer_provider
 from ._workload import ISTIO_HEADERS, OUTBOUND_URL
-from ._zero_code import instrumented
 
 Around = Callable[[], AbstractContextManager[object]]
+_HTTPX, _AIOHTTP = "meshprop.httpx", "meshprop.aiohttp"
 
 _INCOMING_ID = dict(ISTIO_HEADERS)["x-request-id"]
 #: The same headers as a literal ``headers=`` argument: what carrying them costs the client
@@ -55,26 +56,36 @@ def in_request(batch: Batch) -> Batch:
 
 class _Seen:
     """What the fake server saw last, to check a variant really forwards before timing it: the
-    request's x-request-id values (a server), or the bytes it came as (a socket)."""
+    last request's headers as the server got them (kept, not read, while timing), or the bytes
+    they came as (the in-memory socket)."""
 
-    request_ids: list[str] | None = None
+    headers: Any = None
     sent: bytes | None = None
 
-    def received_ids(self) -> list[str]:
-        """Every x-request-id the last request carried: one, never two, when it forwards."""
-        if self.sent is None:
-            return list(self.request_ids or ())
-        head = self.sent.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]
-        fields = (line.partition(b":") for line in head)
-        return [
-            value.strip().decode("latin-1")
-            for name, _, value in fields
-            if name.strip().lower() == b"x-request-id"
-        ]
+    def received(self, name: str) -> list[str]:
+        """Every value of header ``name`` the last request carried."""
+        if self.sent is not None:
+            head = self.sent.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]
+            fields = (line.partition(b":") for line in head)
+            wanted = name.lower().encode("latin-1")
+            return [
+                value.strip().decode("latin-1")
+                for field, _, value in fields
+                if field.strip().lower() == wanted
+            ]
+        headers = self.headers
+        if headers is None:
+            return []
+        if hasattr(headers, "get_list"):  # httpx
+            return list(headers.get_list(name))
+        if hasattr(headers, "getall"):  # multidict (aiohttp)
+            return list(headers.getall(name, ()))
+        value = headers.get(name)  # requests' CaseInsensitiveDict: one value a name
+        return [] if value is None else [value]
 
 
 def _expect_forwarded(seen: _Seen, name: str, forwards: bool) -> None:
-    received = seen.received_ids()
+    received = seen.received("x-request-id")
     if forwards and received != [_INCOMING_ID]:
         raise RuntimeError(f"{name}: x-request-id was not forwarded once (got {received!r})")
 
@@ -86,7 +97,7 @@ def _httpx_transport(seen: _Seen) -> Any:
     import httpx
 
     def answer(request: httpx.Request) -> httpx.Response:
-        seen.request_ids = request.headers.get_list("x-request-id")
+        seen.headers = request.headers
         return httpx.Response(200, json={"charge": "ok"})
 
     return httpx.MockTransport(answer)
@@ -164,7 +175,7 @@ def _httpx_variants(stack: ExitStack, loop: asyncio.AbstractEventLoop | None) ->
         variant("carry", carry, True),
         variant("hook", hook, True),
         variant("meshprop", meshprop_client, True, "meshprop.httpx"),
-        variant("patched", bare, True, "meshprop.httpx", around=instrumented),
+        variant("patched", bare, True, "meshprop.httpx", around=_zero_code.around(_HTTPX)),
         variant("otel-sdk", otel, False),
     ]
 
@@ -249,8 +260,7 @@ def _requests_adapter(seen: _Seen) -> Any:
         """Answers every request at once, as a fast upstream would, without a socket."""
 
         def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-            request_id = request.headers.get("x-request-id")
-            seen.request_ids = [] if request_id is None else [request_id]
+            seen.headers = request.headers
             response = requests.Response()
             response.status_code = 200
             response.headers = CaseInsensitiveDict({"content-type": "application/json"})
@@ -327,7 +337,16 @@ def _requests_variants(
 
     # instrument() patches http.client, which the answer-at-once adapter never reaches.
     patched = (
-        [variant("patched", plain_session, get, True, "meshprop._http_client", around=instrumented)]
+        [
+            variant(
+                "patched",
+                plain_session,
+                get,
+                True,
+                "meshprop._http_client",
+                around=_zero_code.around("meshprop._http_client"),
+            )
+        ]
         if through_http_client
         else []
     )
@@ -499,7 +518,7 @@ def aiohttp_variants(stack: ExitStack, loop: asyncio.AbstractEventLoop) -> list[
         variant("hook", hook, True),
         variant("meshprop", meshprop_middleware, True, "meshprop.aiohttp"),
         variant("meshprop-trace-config", meshprop_trace_config, True, "meshprop.aiohttp"),
-        variant("patched", dict, True, "meshprop.aiohttp", around=instrumented),
+        variant("patched", dict, True, _AIOHTTP, around=_zero_code.around(_AIOHTTP)),
         variant("otel-sdk", otel, False),
     ]
 
@@ -523,7 +542,7 @@ def _start_server(stack: ExitStack, loop: asyncio.AbstractEventLoop, seen: _Seen
     from aiohttp import web
 
     async def charge(request: web.Request) -> web.Response:
-        seen.request_ids = request.headers.getall("x-request-id", [])
+        seen.headers = request.headers
         return web.json_response({"charge": "ok"})
 
     app = web.Application()

@@ -14,13 +14,24 @@ import json
 import sys
 from contextlib import ExitStack
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 import meshprop
-from benchmarks import _instruction_probe, _report, _run, _workload, instructions, sockets
+from benchmarks import (
+    _instruction_probe,
+    _report,
+    _run,
+    _workload,
+    _zero_code,
+    instructions,
+    outbound,
+    sockets,
+)
 from benchmarks._harness import QUICK, Variant, measure
 from benchmarks.memory import MemoryResult
+from meshprop import _instrument
 
 TINY = dataclasses.replace(
     QUICK,
@@ -76,12 +87,25 @@ def test_every_in_process_suite_measures_every_variant(tmp_path: Path) -> None:
         assert rows["carry"]["status"] == "ok", suite
     outbound = [b for b in document["budgets"] if b["budget"].startswith("Outbound")]
     assert len(outbound) == 2 * len(_report.CLIENT_SUITES)
+    for suite in _report.PATCHED_SUITES:
+        rows = {row["name"]: row for row in document["suites"][suite]}
+        assert rows["patched"]["status"] == "ok", suite
+    for suite in INBOUND_SUITES:
+        rows = {row["name"]: row for row in document["suites"][suite]}
+        assert rows["instrumented"]["status"] == "ok", suite
+        assert rows["instrumented-read"]["status"] == "ok", suite
+    zero_code = [b for b in document["budgets"] if b["budget"].startswith("instrument()")]
+    assert len(zero_code) == 2 * len(_report.PATCHED_SUITES)
+    assert not any("instrumented" in budget["budget"] for budget in document["budgets"])
+    assert not _instrument.is_instrumented()
 
     written = json.loads((tmp_path / "quick.json").read_text(encoding="utf-8"))
     assert written["budgets"] == document["budgets"]
     report = (tmp_path / "quick.md").read_text(encoding="utf-8")
     assert "## Budgets" in report and "## In-process: ASGI, Starlette" in report
     assert "meshprop - carry" in report
+    assert "## instrument() beside the adapters" in report
+    assert "| asgi-starlette | meshprop-read |" in report
 
 
 INBOUND_SUITES = ("asgi-starlette", "asgi-fastapi", "wsgi-flask", "aiohttp-server")
@@ -119,10 +143,143 @@ def test_a_read_variant_whose_handler_sees_no_headers_is_not_timed(
         _build(suite, "meshprop-read")
 
 
+class _Recorded(outbound._Seen):
+    """The fake servers' record of the last request, every one kept for the test to read."""
+
+    made: ClassVar[list[outbound._Seen]] = []
+
+    def __init__(self) -> None:
+        _Recorded.made.append(self)
+
+
+def _build_around(suite: str, name: str) -> None:
+    """Build a variant as the harness does: inside what it switches on for the process."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        with ExitStack() as stack:
+            variants = {variant.name: variant for variant in _run._variants(suite, stack, loop)}
+            with variants[name].around():
+                variants[name].build()
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+@pytest.mark.parametrize("suite", _report.PATCHED_SUITES)
+def test_the_patched_client_sends_each_header_once_and_instrument_is_undone_after(
+    suite: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_Recorded, "made", [])
+    monkeypatch.setattr(outbound, "_Seen", _Recorded)
+
+    _build_around(suite, "patched")
+
+    received = _Recorded.made[-1]
+    for name, value in _workload.ISTIO_HEADERS:
+        assert received.received(name) == [value], name
+    assert not _instrument.is_instrumented()
+
+
+@pytest.mark.parametrize("suite", _report.PATCHED_SUITES)
+def test_after_the_patched_variant_the_bare_client_sends_nothing(
+    suite: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_Recorded, "made", [])
+    monkeypatch.setattr(outbound, "_Seen", _Recorded)
+    _build_around(suite, "patched")
+
+    _build_around(suite, "bare")
+
+    assert _Recorded.made[-1].received("x-request-id") == []
+
+
+@pytest.mark.parametrize("suite", _report.PATCHED_SUITES)
+def test_a_patched_variant_that_does_not_forward_is_not_timed(
+    suite: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(meshprop, "instrument", lambda config=None: None)
+
+    with pytest.raises(RuntimeError, match=r"patched: x-request-id was not forwarded once"):
+        _build_around(suite, "patched")
+
+
+def test_the_requests_suite_that_stops_above_http_client_has_no_patched_variant() -> None:
+    # instrument() patches http.client, which its answer-at-once adapter never reaches.
+    with ExitStack() as stack:
+        names = [variant.name for variant in outbound.requests_variants(stack)]
+
+    assert "meshprop" in names and "patched" not in names
+
+
+@pytest.mark.parametrize("suite", INBOUND_SUITES)
+def test_the_instrumented_app_captures_without_middleware_and_is_undone_after(
+    suite: str,
+) -> None:
+    _workload.forget_handler_read()
+
+    _build_around(suite, "instrumented-read")
+
+    assert _workload.HandlerRead.headers == dict(_workload.ISTIO_HEADERS)
+    assert _workload.HandlerRead.headers["x-request-id"] == "8a9f3c2e-4b1d-9e7a-8c5f-2d6b0e1a4f93"
+    assert not _instrument.is_instrumented()
+
+
+@pytest.mark.parametrize("suite", INBOUND_SUITES)
+def test_an_instrumented_app_that_does_not_echo_is_not_timed(
+    suite: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(meshprop, "instrument", lambda config=None: None)
+
+    with pytest.raises(RuntimeError, match=r"instrumented: x-request-id was not echoed"):
+        _build_around(suite, "instrumented")
+
+
+def test_instrument_is_on_only_around_its_own_variant_s_batches() -> None:
+    seen: dict[str, set[bool]] = {"bare": set(), "patched": set()}
+
+    def recording(name: str) -> object:
+        def batch(n: int) -> int:
+            seen[name].add(_instrument.is_instrumented())
+            return n
+
+        return lambda: batch
+
+    results = measure(
+        [
+            Variant("bare", recording("bare")),  # type: ignore[arg-type]
+            Variant("patched", recording("patched"), around=_zero_code.instrumented),  # type: ignore[arg-type]
+        ],
+        TINY,
+        _silent,
+    )
+
+    assert [r.status for r in results] == ["ok", "ok"]
+    assert seen == {"bare": {False}, "patched": {True}}
+    assert not _instrument.is_instrumented()
+
+
+def test_an_instrumented_process_is_refused_rather_than_benchmarked() -> None:
+    meshprop.instrument()
+    try:
+        with pytest.raises(RuntimeError, match="instrumented already"), _zero_code.instrumented():
+            pass
+        assert _instrument.is_instrumented()  # what was on before is left on
+    finally:
+        meshprop.uninstrument()
+
+
 #: Fixed per-request costs (instructions) for the budget rows: each figure decides one verdict.
 COSTS = {
     # meshprop-read +40,000 against asgi-correlation-id +41,000: PASS.
-    "asgi-starlette": {"bare": 100_000, "meshprop-read": 140_000, "asgi-correlation-id": 141_000},
+    # instrumented +38,000 beside meshprop +36,000: shown, not judged.
+    "asgi-starlette": {
+        "bare": 100_000,
+        "meshprop": 136_000,
+        "meshprop-read": 140_000,
+        "asgi-correlation-id": 141_000,
+        "instrumented": 138_000,
+    },
     # +45,000 against +41,000: MISS.
     "asgi-fastapi": {"bare": 300_000, "meshprop-read": 345_000, "asgi-correlation-id": 341_000},
     # +43,500 against Starlette's +40,000 ± 10 %: PASS.
@@ -130,7 +287,15 @@ COSTS = {
     # +40,000 against half of +80,000: PASS, on the limit.
     "wsgi-flask": {"bare": 370_000, "meshprop-read": 410_000, "before_request": 450_000},
     # meshprop +151,000 against headers= +160,000: PASS; meshprop - carry 11,000 ≤ 12,000: PASS.
-    "httpx-sync": {"bare": 600_000, "explicit": 760_000, "carry": 740_000, "meshprop": 751_000},
+    # patched +156,000 against meshprop +151,000 + 1 % of bare = +157,000: PASS; patched - carry
+    # 16,000 > 12,000: MISS.
+    "httpx-sync": {
+        "bare": 600_000,
+        "explicit": 760_000,
+        "carry": 740_000,
+        "meshprop": 751_000,
+        "patched": 756_000,
+    },
     # meshprop +30,000 against headers= +20,000: MISS; 15,000 > 2 % of 500,000: MISS.
     "requests": {"bare": 500_000, "explicit": 520_000, "carry": 515_000, "meshprop": 530_000},
     # No carry measured: NOT MEASURED.
@@ -158,6 +323,18 @@ def test_the_budgets_on_fixed_counts() -> None:
         "Outbound (requests Session): meshprop - carry ≤ 2 % of bare": "MISS",
         "Outbound (aiohttp ClientSession): meshprop ≤ the same headers= by hand": "PASS",
         "Outbound (aiohttp ClientSession): meshprop - carry ≤ 2 % of bare": "NOT MEASURED",
+        "instrument() (httpx Client): patched ≤ meshprop + 1 % of bare": "PASS",
+        "instrument() (httpx Client): patched - carry ≤ 2 % of bare": "MISS",
+        "instrument() (httpx AsyncClient): patched ≤ meshprop + 1 % of bare": "NOT MEASURED",
+        "instrument() (httpx AsyncClient): patched - carry ≤ 2 % of bare": "NOT MEASURED",
+        "instrument() (requests Session over urllib3): patched ≤ meshprop + 1 % of bare": (
+            "NOT MEASURED"
+        ),
+        "instrument() (requests Session over urllib3): patched - carry ≤ 2 % of bare": (
+            "NOT MEASURED"
+        ),
+        "instrument() (aiohttp ClientSession): patched ≤ meshprop + 1 % of bare": "NOT MEASURED",
+        "instrument() (aiohttp ClientSession): patched - carry ≤ 2 % of bare": "NOT MEASURED",
     }
     why = {row["budget"]: row.get("why") for row in rows}
     assert why["Outbound (httpx AsyncClient): meshprop - carry ≤ 2 % of bare"] == (
@@ -183,6 +360,20 @@ def test_the_budgets_on_fixed_counts() -> None:
         "≤ 2 % of bare 500,000 = 10,000 | **MISS** |"
     ) in table
     assert "| meshprop +30,000 | ≤ headers= by hand +20,000 | **MISS** |" in table
+    assert (
+        "| patched +156,000 (+5,000 over meshprop) | ≤ meshprop +151,000 + 1 % of bare 600,000 "
+        "= +157,000 | **PASS** |"
+    ) in table
+    assert (
+        "| patched - carry +16,000 (over bare: patched +156,000, carry +140,000) | "
+        "≤ 2 % of bare 600,000 = 12,000 | **MISS** |"
+    ) in table
+    assert why["instrument() (requests Session over urllib3): patched - carry ≤ 2 % of bare"] == (
+        "requests-urllib3 not run"
+    )
+    assert why["instrument() (aiohttp ClientSession): patched ≤ meshprop + 1 % of bare"] == (
+        "aiohttp-client / patched not measured"
+    )
 
 
 @pytest.mark.parametrize(
@@ -239,6 +430,9 @@ def test_the_instruction_report_and_its_counts_file(tmp_path: Path) -> None:
     assert "| Inbound (FastAPI): meshprop-read ≤ asgi-correlation-id | instructions |" in text
     assert "| asgi-fastapi | meshprop-read | 345,000 | +45,000 |" in text
     assert "**NOT MEASURED**: `make bench` measures it" in text
+    beside = text.split("## instrument() beside the adapters", 1)[1].split("## Instructions", 1)[0]
+    assert "| asgi-starlette | meshprop | +36,000 | instrumented | +38,000 | +2,000 |" in beside
+    assert "| httpx-sync | meshprop | +151,000 | patched | +156,000 | +5,000 |" in beside
     assert _report.read_counts(tmp_path / "instructions.json") == json.loads(json.dumps(document))
     assert _report.read_counts(tmp_path / "absent.json") is None
 
@@ -322,3 +516,4 @@ def test_the_instruction_probe_runs_each_budget_variant(suite: str) -> None:
 
     for name in budgeted:
         _instruction_probe.run(suite, name, 3)
+        assert not _instrument.is_instrumented(), name
