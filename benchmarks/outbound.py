@@ -15,6 +15,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import Any
 
+from meshprop._snapshot import CURRENT
+
 from . import _zero_code
 from ._handwritten import TEAM_HEADERS, copy_into
 from ._harness import Batch, Variant, async_batch, sync_batch
@@ -61,6 +63,10 @@ class _Seen:
 
     headers: Any = None
     sent: bytes | None = None
+    #: Whether the local server's handler ran inside a meshprop request of its own: it is no
+    #: part of the client under test, so it must never be (a server started under instrument()
+    #: would be).
+    server_captured = False
 
     def received(self, name: str) -> list[str]:
         """Every value of header ``name`` the last request carried."""
@@ -479,9 +485,16 @@ def aiohttp_variants(stack: ExitStack, loop: asyncio.AbstractEventLoop) -> list[
             batch = in_request(async_batch(loop, call))
             batch(1)
             _expect_forwarded(seen, name, forwards)
+            if seen.server_captured:
+                raise RuntimeError(f"{name}: the server the client calls is instrumented too")
             return batch
 
         return Variant(name, build, needs=needs, around=around)
+
+    def server_then_instrumented() -> AbstractContextManager[object]:
+        # The server is started before instrument(), so that only the client is patched.
+        url()
+        return _zero_code.instrumented(_AIOHTTP)
 
     def hook() -> dict[str, Any]:
         import aiohttp
@@ -518,7 +531,7 @@ def aiohttp_variants(stack: ExitStack, loop: asyncio.AbstractEventLoop) -> list[
         variant("hook", hook, True),
         variant("meshprop", meshprop_middleware, True, "meshprop.aiohttp"),
         variant("meshprop-trace-config", meshprop_trace_config, True, "meshprop.aiohttp"),
-        variant("patched", dict, True, _AIOHTTP, around=_zero_code.around(_AIOHTTP)),
+        variant("patched", dict, True, _AIOHTTP, around=server_then_instrumented),
         variant("otel-sdk", otel, False),
     ]
 
@@ -543,6 +556,7 @@ def _start_server(stack: ExitStack, loop: asyncio.AbstractEventLoop, seen: _Seen
 
     async def charge(request: web.Request) -> web.Response:
         seen.headers = request.headers
+        seen.server_captured = CURRENT.get() is not None
         return web.json_response({"charge": "ok"})
 
     app = web.Application()

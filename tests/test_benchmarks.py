@@ -517,3 +517,16 @@ def test_the_instruction_probe_runs_each_budget_variant(suite: str) -> None:
     for name in budgeted:
         _instruction_probe.run(suite, name, 3)
         assert not _instrument.is_instrumented(), name
+
+
+def test_the_aiohttp_client_s_own_server_stays_bare_under_the_patched_variant(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Built alone, as the instruction probe builds it: the server starts with this variant.
+    monkeypatch.setattr(_Recorded, "made", [])
+    monkeypatch.setattr(outbound, "_Seen", _Recorded)
+
+    _build_around("aiohttp-client", "patched")
+
+    assert _Recorded.made[-1].received("x-request-id") == [_workload.ISTIO_HEADERS[0][1]]
+    assert _Recorded.made[-1].server_captured is False
