@@ -192,14 +192,7 @@ def client_middleware(config: Config | None = None) -> ClientMiddlewareType:
         host = request.url.host
         forwarded = None if host is None else headers_for_host(host, plan)
         if forwarded is not None:
-            headers = request.headers
-            encoded = _encoded.get(forwarded)
-            if encoded.watched.isdisjoint(map(str.lower, headers)):
-                headers.extend(encoded.headers)
-            else:
-                present = {name.lower() for name in headers}
-                for name in names_to_add(forwarded, present):
-                    headers[name] = forwarded[name]
+            _add(request.headers, forwarded)
         return await handler(request)
 
     return meshprop_client_middleware
@@ -217,6 +210,16 @@ class _Encoded:
 
 
 _encoded = EncodedCache(_Encoded)
+
+
+def _add(headers: CIMultiDict[str], forwarded: Mapping[str, str]) -> None:
+    """Add to a request's headers the forwarded ones its caller did not set."""
+    encoded = _encoded.get(forwarded)
+    if encoded.watched.isdisjoint(map(str.lower, headers)):
+        headers.extend(encoded.headers)
+    else:
+        for name in names_to_add(forwarded, {name.lower() for name in headers}):
+            headers[name] = forwarded[name]
 
 
 def ClientSession(*args: Any, config: Config | None = None, **kwargs: Any) -> _ClientSession:
@@ -287,8 +290,7 @@ def patched_send(original: Any) -> Any:
             forwarded = headers_for_host(host, plan)
             headers = self.headers
             if forwarded:
-                for name in names_to_add(forwarded, {name.lower() for name in headers}):
-                    headers[name] = forwarded[name]
+                _add(headers, forwarded)
             elif tracing() is not None and not plan.scope.includes_host(host):
                 take_back_injected(headers)  # OpenTelemetry's trace config injected earlier
         response: ClientResponse = await original(self, conn)
