@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from ._instrument import active_plan
-from ._outbound import headers_for_host, names_to_add
+from ._outbound import RECORDERS, headers_for_host, names_to_add, record_call
 
 #: The names put so far on the request a connection is building (an attribute of ours).
 _PUT_NAMES = "_meshprop_put_names"
@@ -49,9 +49,17 @@ def endheaders(original: Callable[..., None]) -> Callable[..., None]:
         if names is not None and plan is not None and not decided_above.get():
             host = getattr(self, "_tunnel_host", None) or self.host
             forwarded = headers_for_host(host, plan) if isinstance(host, str) else None
+            added: tuple[str, ...] = ()
             if forwarded:
-                for name in names_to_add(forwarded, names):
+                added = names_to_add(forwarded, names)
+                for name in added:
                     self.putheader(name, forwarded[name])
+            if RECORDERS and isinstance(host, str):
+                in_scope = plan.scope.includes_host(host)
+                destination = f"{host}:{self.port}"
+                added_headers = {name: forwarded[name] for name in added} if forwarded else {}
+                method = getattr(self, "_method", None)
+                record_call("http.client", method, destination, added_headers, in_scope)
         original(self, *args, **kwargs)
 
     return patched

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, MutableMapping
 from contextvars import ContextVar
-from typing import Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from . import _headers as h
 from ._config import Config
@@ -118,3 +118,81 @@ def take_back_injected(headers: MutableMapping[str, str]) -> None:
         if headers.get(name) == value:
             del headers[name]
     _injected.set(())
+
+
+# -- recording, for meshprop.testing ----------------------------------------------------------
+
+
+class OutboundCall(NamedTuple):
+    """One outbound call as meshprop decided it.
+
+    ``added`` is what meshprop added to it (after the caller-wins rule); ``carried`` every
+    header the call carried at that moment as (lower-case name, value) pairs, or None where the
+    client does not hand them over (``http.client``); ``request_id`` the id of the request
+    context the call was made in, None outside any request.
+    """
+
+    client: str
+    method: str | None
+    destination: str
+    added: Mapping[str, str]
+    in_scope: bool
+    in_request: bool
+    request_id: str | None
+    carried: tuple[tuple[str, str], ...] | None
+    through_meshprop: bool = True
+
+
+#: Called with each call and the client's own object for it (or None) while not empty. The
+#: clients test it before they call ``record_call``, so recording costs nothing until a
+#: recorder (the ``meshprop_calls`` fixture) is registered.
+RECORDERS: list[Callable[[OutboundCall, object], None]] = []
+
+
+def record_call(
+    client: str,
+    method: str | None,
+    destination: str,
+    added: Mapping[str, str],
+    in_scope: bool,
+    carried: object = None,
+    subject: object = None,
+    *,
+    through_meshprop: bool = True,
+) -> None:
+    """Hand one outbound call to every recorder. ``carried`` is the call's headers in the
+    client's own form (a mapping, a multi-mapping or pairs), ``subject`` the client's object
+    for the call, so a recorder can tell one call decided twice (a drop-in client under
+    ``instrument()``) from two calls."""
+    if not RECORDERS:
+        return
+    snapshot = CURRENT.get()
+    bridge = tracing()
+    if snapshot is None and bridge is not None:
+        snapshot = bridge.stored_snapshot()
+    call = OutboundCall(
+        client,
+        method,
+        destination,
+        dict(added),
+        in_scope,
+        snapshot is not None,
+        None if snapshot is None else snapshot.request_id,
+        None if carried is None else _pairs(carried),
+        through_meshprop,
+    )
+    for recorder in tuple(RECORDERS):
+        recorder(call, subject)
+
+
+def _pairs(headers: Any) -> tuple[tuple[str, str], ...]:
+    items = headers.multi_items() if hasattr(headers, "multi_items") else None
+    if items is None:
+        items = headers.items() if hasattr(headers, "items") else headers
+    return tuple(
+        (
+            (name.decode("latin-1") if isinstance(name, bytes) else str(name)).lower(),
+            value.decode("latin-1") if isinstance(value, bytes) else str(value),
+        )
+        for name, value in items
+    )

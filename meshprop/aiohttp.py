@@ -54,9 +54,11 @@ from yarl import URL  # noqa: E402
 from ._capture import capture_multidict  # noqa: E402
 from ._config import Config  # noqa: E402
 from ._outbound import (  # noqa: E402
+    RECORDERS,
     EncodedCache,
     headers_for_host,
     names_to_add,
+    record_call,
     take_back_injected,
     watched_names,
 )
@@ -192,7 +194,11 @@ def client_middleware(config: Config | None = None) -> ClientMiddlewareType:
         host = request.url.host
         forwarded = None if host is None else headers_for_host(host, plan)
         if forwarded is not None:
-            _add(request.headers, forwarded)
+            added = _add(request.headers, forwarded)
+            if RECORDERS:
+                _record(request, request.headers, host, added, plan)
+        elif RECORDERS:
+            _record(request, request.headers, host, {}, plan)
         return await handler(request)
 
     return meshprop_client_middleware
@@ -212,14 +218,16 @@ class _Encoded:
 _encoded = EncodedCache(_Encoded)
 
 
-def _add(headers: CIMultiDict[str], forwarded: Mapping[str, str]) -> None:
-    """Add to a request's headers the forwarded ones its caller did not set."""
+def _add(headers: CIMultiDict[str], forwarded: Mapping[str, str]) -> Mapping[str, str]:
+    """Add to a request's headers the forwarded ones its caller did not set; return them."""
     encoded = _encoded.get(forwarded)
     if encoded.watched.isdisjoint(map(str.lower, headers)):
         headers.extend(encoded.headers)
-    else:
-        for name in names_to_add(forwarded, {name.lower() for name in headers}):
-            headers[name] = forwarded[name]
+        return forwarded
+    present = {name.lower() for name in headers}
+    added = {name: forwarded[name] for name in names_to_add(forwarded, present)}
+    headers.update(added)
+    return added
 
 
 def ClientSession(*args: Any, config: Config | None = None, **kwargs: Any) -> _ClientSession:
@@ -254,12 +262,31 @@ def _forward(
         return
     forwarded_now = headers_for_host(host, plan)
     if forwarded_now is None:
+        if RECORDERS:
+            _record(None, headers, host, {}, plan)
         return
     names = list(names_to_add(forwarded_now, {name.lower() for name in headers}))
     for name in names:
         headers[name] = forwarded_now[name]
     if names:
         context.meshprop_added = (forwarded_now, names)
+    if RECORDERS:
+        _record(None, headers, host, {name: forwarded_now[name] for name in names}, plan)
+
+
+def _record(
+    request: ClientRequest | None,
+    headers: CIMultiDict[str],
+    host: str | None,
+    added: Mapping[str, str],
+    plan: Plan,
+) -> None:
+    """Hand the call to meshprop.testing's recorders; ``request`` is None under the trace
+    config, which sees the URL's host and headers but not the request."""
+    in_scope = host is not None and plan.scope.includes_host(host)
+    method = None if request is None else request.method
+    destination = str(request.url) if request is not None else host or ""
+    record_call("aiohttp", method, destination, added, in_scope, headers, request)
 
 
 def _next_host(params: TraceRequestRedirectParams) -> str | None:
@@ -289,10 +316,13 @@ def patched_send(original: Any) -> Any:
         if plan is not None and host is not None:
             forwarded = headers_for_host(host, plan)
             headers = self.headers
+            added: Mapping[str, str] = {}
             if forwarded:
-                _add(headers, forwarded)
+                added = _add(headers, forwarded)
             elif tracing() is not None and not plan.scope.includes_host(host):
                 take_back_injected(headers)  # OpenTelemetry's trace config injected earlier
+            if RECORDERS:
+                _record(self, headers, host, added, plan)
         response: ClientResponse = await original(self, conn)
         return response
 

@@ -21,10 +21,12 @@ from ._config import Config
 from ._extras import require
 from ._instrument import active_plan
 from ._outbound import (
+    RECORDERS,
     EncodedCache,
     headers_for_host,
     names_to_add,
     note_outside,
+    record_call,
     watched_names,
 )
 from ._plan import Plan, plan_for
@@ -94,6 +96,8 @@ def _forward(request: httpx.Request, plan: Plan) -> None:
         extensions[_ADDED] = {}
         if tracing() is not None and not plan.scope.includes_host(host):
             note_outside(request.headers)
+        if RECORDERS:
+            _record(request, plan, {})
         return
     if _LIST_LAYOUT:
         encoded = _encoded.get(forwarded)
@@ -105,6 +109,8 @@ def _forward(request: httpx.Request, plan: Plan) -> None:
         else:  # the caller set none of them: the usual case
             items += encoded.entries.values()
             extensions[_ADDED] = forwarded
+            if RECORDERS:
+                _record(request, plan, forwarded)
             return
         present = {lower_name.decode("latin-1") for _, lower_name, _ in items}
         added = {name: forwarded[name] for name in names_to_add(forwarded, present)}
@@ -113,6 +119,15 @@ def _forward(request: httpx.Request, plan: Plan) -> None:
         added = {name: forwarded[name] for name in names_to_add(forwarded, set(headers.keys()))}
         headers.update(added)
     extensions[_ADDED] = added
+    if RECORDERS:
+        _record(request, plan, added)
+
+
+def _record(request: httpx.Request, plan: Plan, added: Mapping[str, str]) -> None:
+    in_scope = plan.scope.includes_host(request.url.host)
+    record_call(
+        "httpx", request.method, str(request.url), added, in_scope, request.headers, request
+    )
 
 
 def _hop(request: httpx.Request, plan: Plan | None) -> None:

@@ -21,10 +21,12 @@ from ._extras import require
 from ._http_client import decided_above
 from ._instrument import active_plan
 from ._outbound import (
+    RECORDERS,
     EncodedCache,
     headers_for_host,
     names_to_add,
     note_outside,
+    record_call,
     take_back_injected,
     watched_names,
 )
@@ -107,11 +109,25 @@ def _to_send(request: PreparedRequest, plan: Plan) -> PreparedRequest:
     host = _host(str(request.url))
     forwarded = headers_for_host(host, plan)
     if forwarded:
-        return _with_headers(request, forwarded)
+        sent = _with_headers(request, forwarded)
+        if RECORDERS:
+            added = {name: forwarded[name] for name in getattr(sent, _ADDED_ATTRIBUTE, ())}
+            _record(request, sent, added, True)
+        return sent
     if tracing() is not None and not plan.scope.includes_host(host):
         take_back_injected(request.headers)  # an OpenTelemetry wrapper outside this one
         note_outside(request.headers)  # ...or inside it
+    if RECORDERS:
+        _record(request, request, {}, plan.scope.includes_host(host))
     return request
+
+
+def _record(
+    request: PreparedRequest, sent: PreparedRequest, added: Mapping[str, str], in_scope: bool
+) -> None:
+    record_call(
+        "requests", request.method, str(request.url), added, in_scope, sent.headers, request
+    )
 
 
 def _take_off_added(prepared_request: PreparedRequest, response: Response) -> None:
