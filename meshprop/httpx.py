@@ -42,10 +42,10 @@ __all__ = ["OPT_OUT", "AsyncClient", "Client"]
 #: ``client.get(url, extensions={"meshprop": False})``.
 OPT_OUT = "meshprop"
 
-# In a request's extensions (shared by its redirect hops): what meshprop added to the last hop
-# it decided, and which request that was (its id), so a hook never decides one twice.
-_ADDED = "meshprop.added"
-_DECIDED = "meshprop.decided"
+# In a request's extensions (shared by its redirect hops): (the id of the last hop meshprop
+# decided, what it added there), so a hook never decides one hop twice.
+_STATE = "meshprop.state"
+_NOTHING: Mapping[str, str] = {}
 
 
 def _has_list_layout() -> bool:
@@ -64,13 +64,14 @@ _LIST_LAYOUT = _has_list_layout()
 class _Encoded:
     """One snapshot's headers encoded the way ``Headers`` stores them."""
 
-    __slots__ = ("entries", "watched")
+    __slots__ = ("all_entries", "entries", "watched")
 
     def __init__(self, forwarded: Mapping[str, str]) -> None:
         self.entries = {
             name: (name.encode("latin-1"), name.encode("latin-1"), value.encode("latin-1"))
             for name, value in forwarded.items()
         }
+        self.all_entries = tuple(self.entries.values())
         self.watched = frozenset(name.encode("latin-1") for name in watched_names(forwarded))
 
 
@@ -81,19 +82,19 @@ def _forward(request: httpx.Request, plan: Plan) -> None:
     """Make ``request`` carry what its host should get: take off what meshprop added to an
     earlier hop, then add the forwarded headers its caller did not set."""
     extensions = request.extensions
-    extensions[_DECIDED] = id(request)
+    state: tuple[int, Mapping[str, str]] | None = extensions.get(_STATE)
     if extensions.get(OPT_OUT) is False:
+        extensions[_STATE] = (id(request), _NOTHING)
         return
     headers = request.headers
-    previous: dict[str, str] | None = extensions.get(_ADDED)
-    if previous:
-        for name, value in previous.items():
+    if state is not None and state[1]:
+        for name, value in state[1].items():
             if headers.get(name) == value:
                 del headers[name]
     host = request.url.host
     forwarded = headers_for_host(host, plan)
     if not forwarded:
-        extensions[_ADDED] = {}
+        extensions[_STATE] = (id(request), _NOTHING)
         if tracing() is not None and not plan.scope.includes_host(host):
             note_outside(request.headers)
         if RECORDERS:
@@ -107,8 +108,8 @@ def _forward(request: httpx.Request, plan: Plan) -> None:
             if lower_name in watched:
                 break
         else:  # the caller set none of them: the usual case
-            items += encoded.entries.values()
-            extensions[_ADDED] = forwarded
+            items += encoded.all_entries
+            extensions[_STATE] = (id(request), forwarded)
             if RECORDERS:
                 _record(request, plan, forwarded)
             return
@@ -118,9 +119,15 @@ def _forward(request: httpx.Request, plan: Plan) -> None:
     else:
         added = {name: forwarded[name] for name in names_to_add(forwarded, set(headers.keys()))}
         headers.update(added)
-    extensions[_ADDED] = added
+    extensions[_STATE] = (id(request), added)
     if RECORDERS:
         _record(request, plan, added)
+
+
+def is_decided(request: httpx.Request) -> bool:
+    """Whether meshprop decided this very request (hop) what to forward."""
+    state = request.extensions.get(_STATE)
+    return state is not None and state[0] == id(request)
 
 
 def _record(request: httpx.Request, plan: Plan, added: Mapping[str, str]) -> None:
@@ -128,14 +135,6 @@ def _record(request: httpx.Request, plan: Plan, added: Mapping[str, str]) -> Non
     record_call(
         "httpx", request.method, str(request.url), added, in_scope, request.headers, request
     )
-
-
-def _hop(request: httpx.Request, plan: Plan | None) -> None:
-    """A request event hook's work: decide a redirect hop (or a plain client's request) that
-    no earlier step decided."""
-    extensions = request.extensions
-    if plan is not None and extensions.get(_DECIDED) != id(request):
-        _forward(request, plan)
 
 
 class _Forwarding:
@@ -147,8 +146,10 @@ class _Forwarding:
         self._meshprop_plan = plan = plan_for(config)
 
         def redirect_hop(request: httpx.Request) -> None:
-            if _ADDED in request.extensions:  # one that build_request decided, and its hops
-                _hop(request, plan)
+            # A hop of a request build_request decided (the first hop is decided already).
+            state = request.extensions.get(_STATE)
+            if state is not None and state[0] != id(request):
+                _forward(request, plan)
 
         async def async_redirect_hop(request: httpx.Request) -> None:
             redirect_hop(request)
@@ -192,11 +193,16 @@ class AsyncClient(_Forwarding, httpx.AsyncClient):
 
 
 def _instrumented_hop(request: httpx.Request) -> None:
-    _hop(request, active_plan())
+    """A plain client's request or redirect hop that no earlier step decided."""
+    plan = active_plan()
+    if plan is not None:
+        state = request.extensions.get(_STATE)
+        if state is None or state[0] != id(request):
+            _forward(request, plan)
 
 
 async def _instrumented_hop_async(request: httpx.Request) -> None:
-    _hop(request, active_plan())
+    _instrumented_hop(request)
 
 
 def patched_send(original: Any) -> Any:

@@ -332,10 +332,10 @@ def _watch_plain_httpx() -> Callable[[], None]:
         return lambda: None
     import httpx
 
-    from .httpx import _DECIDED
+    from .httpx import is_decided
 
     def note(request: httpx.Request) -> None:
-        if request.extensions.get(_DECIDED) != id(request):
+        if not is_decided(request):
             plan = active_plan() or plan_for(None)
             in_scope = plan.scope.includes_host(request.url.host)
             record_call(
