@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._capture import bind
 from ._config import Config
+from ._deadline import deadline
 from ._inject import inject
 from ._instrument import instrument, uninstrument
 from ._outbound import outbound_headers
@@ -37,6 +38,7 @@ __all__ = [
     "Config",
     "bind",
     "current",
+    "deadline",
     "exception_request_id",
     "inject",
     "instrument",

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from . import _deadline
 from . import _headers as h
 from ._config import Config
 from ._fast_path import CaseInsensitiveMultiDict
@@ -102,14 +103,14 @@ def capture_multidict(headers: CaseInsensitiveMultiDict, plan: Plan) -> Snapshot
 def capture_pairs(pairs: HeaderPairs, plan: Plan) -> Snapshot:
     """Snapshot from any header pairs (or a mapping), names in any case, str or bytes."""
     items = pairs.items() if isinstance(pairs, Mapping) else pairs
-    forwarded = plan.forwarded_name_set
+    names = plan.message_names
     prefixes = plan.prefixes
     found: dict[str, str] = {}
     for raw_name, raw_value in items:
         if isinstance(raw_name, bytes):
             raw_name = raw_name.decode("latin-1")
         name = str(raw_name).lower()
-        if name not in forwarded and not (
+        if name not in names and not (
             prefixes and name.startswith(prefixes) and plan.is_prefixed_name_forwarded(name)
         ):
             continue
@@ -166,6 +167,7 @@ def _pairs_in(headers: object) -> list[tuple[str | bytes, str | bytes]]:
 def snapshot_from(found: dict[str, str], plan: Plan) -> Snapshot:
     """Validate the raw values of one request (lower-case names, repeats already kept by
     ``_keep``) by the rule table, and build its snapshot."""
+    deadline_at = _deadline_at(found) if found else None
     request_id = found.pop(plan.request_id_name, None)
     if request_id is not None:
         request_id = _first_member(request_id)
@@ -181,7 +183,9 @@ def snapshot_from(found: dict[str, str], plan: Plan) -> Snapshot:
     if request_id is not None and plan.forwards_request_id:
         forwarded[plan.request_id_name] = request_id
     if not found:
-        return Snapshot(forwarded, request_id, None, None)
+        snapshot = Snapshot(forwarded, request_id, None, None)
+        snapshot.deadline_at = deadline_at
+        return snapshot
 
     valid: dict[str, str] = {}
     broken_units: set[str] = set()
@@ -212,7 +216,24 @@ def snapshot_from(found: dict[str, str], plan: Plan) -> Snapshot:
                 forwarded[name] = value
     if len(forwarded) > plan.max_headers or _size(forwarded) > plan.max_total_length:
         forwarded = _within_budget(forwarded, plan)
-    return Snapshot(forwarded, request_id, trace_id, span_id)
+    snapshot = Snapshot(forwarded, request_id, trace_id, span_id)
+    snapshot.deadline_at = deadline_at
+    return snapshot
+
+
+def _deadline_at(found: dict[str, str]) -> float | None:
+    """Take the deadline headers out of ``found``: the instant the caller stops waiting, by the
+    nearer of the two where both came, or None."""
+    seconds = None
+    expected = found.pop(_deadline.EXPECTED_TIMEOUT, None)
+    if expected is not None:
+        seconds = _deadline.expected_timeout_seconds(_first_member(expected))
+    grpc_timeout = found.pop(_deadline.GRPC_TIMEOUT, None)
+    if grpc_timeout is not None:
+        grpc_seconds = _deadline.grpc_timeout_seconds(_first_member(grpc_timeout))
+        if grpc_seconds is not None and (seconds is None or grpc_seconds < seconds):
+            seconds = grpc_seconds
+    return None if seconds is None else _deadline.at(seconds)
 
 
 def _first_member(value: str) -> str:

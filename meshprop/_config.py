@@ -96,6 +96,9 @@ class Config:
     #: Which trace context names the caller's span when B3 and W3C both came and disagree:
     #: ``"b3"`` or ``"w3c"`` (``trace_id()``, ``span_id()`` and ``MeshPropagator``).
     prefer: str = "b3"
+    #: Cap every client's timeout to what is left of the caller's deadline (``deadline()``).
+    #: Off by default: work that outlives the response must not inherit the caller's deadline.
+    cap_timeouts: bool = False
 
     def __post_init__(self) -> None:
         def normalise(name: str, value: Any) -> None:
@@ -119,6 +122,8 @@ class Config:
             raise TypeError("request_id_generator must be a callable returning a str, or None")
         if not isinstance(self.trust_incoming_request_id, bool):
             raise TypeError("trust_incoming_request_id must be True or False")
+        if not isinstance(self.cap_timeouts, bool):
+            raise TypeError("cap_timeouts must be True or False")
         _check_cap("max_length", self.max_length)
         caps = {}
         for name, cap in dict(self.max_lengths).items():
@@ -273,6 +278,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "MESHPROP_MAX_HEADERS": ("max_headers", "a number of headers"),
     "MESHPROP_MAX_TOTAL_LENGTH": ("max_total_length", "a number of characters"),
     "MESHPROP_PREFER": ("prefer", "b3 or w3c"),
+    "MESHPROP_CAP_TIMEOUTS": ("cap_timeouts", "true or false"),
 }
 #: Variables that switch process-wide behaviour rather than a Config setting.
 PROCESS_SWITCHES = ("MESHPROP_FAST_PATH",)
@@ -293,6 +299,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_headers": _number,
     "max_total_length": _number,
     "prefer": lambda value: value.strip().lower(),
+    "cap_timeouts": _flag,
 }
 _READERS = {key: (setting, _PARSERS[setting]) for key, (setting, _) in ENVIRONMENT.items()}
 

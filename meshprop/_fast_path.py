@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import _deadline
 from . import _headers as h
 from ._snapshot import ReadOnlyHeaders, Snapshot
 
@@ -31,6 +32,12 @@ if TYPE_CHECKING:
 _ABSENT = bytearray()
 _has_value = itemgetter(1)
 _BOUNDED_REPEAT = re.compile(r"(\{[0-9]+(?:,[0-9]+)?\})")
+
+
+def _deadline_at(value: bytes | bytearray | str) -> float | None:
+    """The deadline of a matched ``x-envoy-expected-rq-timeout-ms`` line (0: none)."""
+    milliseconds = int(value)
+    return _deadline.at(milliseconds / 1000) if milliseconds else None
 
 
 class CaseInsensitiveMultiDict(Protocol):
@@ -115,6 +122,7 @@ class FastPath:
         "_match_text",
         "_names",
         "_prefer_w3c",
+        "_read_names",
         "_reads_request_id",
         "_repeat_sensitive_names",
         "_traceparent_line",
@@ -143,13 +151,17 @@ class FastPath:
             lines.append(_lines_pattern(fragments, _allowed(group, forwarded)))
             names += [rule.name for rule in group]
         self._names = tuple(names)
+        # The last line is the deadline's: read, never forwarded (``unpack`` leaves it out).
+        lines.append(f"(?:{_deadline.EXPECTED_TIMEOUT_FRAGMENT})?")
+        names.append(_deadline.EXPECTED_TIMEOUT)
+        self._read_names = tuple(names)
         self._keeps_received_id = plan.forwards_request_id and plan.trust_request_id
         self._generate = plan.generate_request_id
         self._line_by_bytes = {name.encode("ascii"): line for line, name in enumerate(names)}
         self._absent_lines: list[bytes | bytearray] = [_ABSENT] * len(names)
         self._blank_lines = ("",) * len(names)
         self._repeat_sensitive_names = tuple(
-            name for name in names if h.rule_for(name).repeats != "first"
+            name for name in self._names if h.rule_for(name).repeats != "first"
         )
         self._environ_keys = tuple("HTTP_" + n.upper().replace("-", "_") for n in names)
         line_of = {name: line for line, name in enumerate(names)}
@@ -195,8 +207,12 @@ class FastPath:
         if self._match_bytes(joined) is None:
             return None
         if self._keeps_received_id and lines[0]:
-            return Snapshot(None, lines[0].decode("latin-1"), None, None, joined, self)
-        return Snapshot(None, self._new_request_id(), None, None, joined, self)
+            snapshot = Snapshot(None, lines[0].decode("latin-1"), None, None, joined, self)
+        else:
+            snapshot = Snapshot(None, self._new_request_id(), None, None, joined, self)
+        if lines[-1]:
+            snapshot.deadline_at = _deadline_at(lines[-1])
+        return snapshot
 
     def capture_environ(self, environ: Mapping[str, Any]) -> Snapshot | None:
         """A WSGI ``environ`` (the server has already joined repeated headers)."""
@@ -208,8 +224,12 @@ class FastPath:
         if self._match_text(joined) is None:
             return None
         if self._keeps_received_id and lines[0]:
-            return Snapshot(None, lines[0], None, None, joined, self)
-        return Snapshot(None, self._new_request_id(), None, None, joined, self)
+            snapshot = Snapshot(None, lines[0], None, None, joined, self)
+        else:
+            snapshot = Snapshot(None, self._new_request_id(), None, None, joined, self)
+        if lines[-1]:
+            snapshot.deadline_at = _deadline_at(lines[-1])
+        return snapshot
 
     def capture_multidict(self, headers: CaseInsensitiveMultiDict) -> Snapshot | None:
         """A case-insensitive multidict (aiohttp's ``request.headers``): ``get`` gives a
@@ -219,13 +239,17 @@ class FastPath:
         for name in self._repeat_sensitive_names:
             if len(getall(name, ())) > 1:
                 return None
-        lines = list(map(headers.get, self._names, self._blank_lines))
+        lines = list(map(headers.get, self._read_names, self._blank_lines))
         joined = "\n".join(lines)
         if self._match_text(joined) is None:
             return None
         if self._keeps_received_id and lines[0]:
-            return Snapshot(None, lines[0], None, None, joined, self)
-        return Snapshot(None, self._new_request_id(), None, None, joined, self)
+            snapshot = Snapshot(None, lines[0], None, None, joined, self)
+        else:
+            snapshot = Snapshot(None, self._new_request_id(), None, None, joined, self)
+        if lines[-1]:
+            snapshot.deadline_at = _deadline_at(lines[-1])
+        return snapshot
 
     def _new_request_id(self) -> str | None:
         generate: Callable[[], str] | None = self._generate
@@ -240,7 +264,8 @@ class FastPath:
         values = text.split("\n")
         if self._reads_request_id:
             values[0] = request_id or ""
-        headers = ReadOnlyHeaders(filter(_has_value, zip(self._names, values, strict=True)))
+        # One value more than names: the deadline's line, which zip leaves out.
+        headers = ReadOnlyHeaders(filter(_has_value, zip(self._names, values)))  # noqa: B905
         traceparent = values[self._traceparent_line] if self._traceparent_line >= 0 else ""
         if traceparent and self._prefer_w3c:
             return headers, traceparent[3:35], traceparent[36:52]

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from . import _headers as h
 from ._config import Config, compiled_scope, default_config, uuid4_request_id
+from ._deadline import EXPECTED_TIMEOUT, GRPC_TIMEOUT
 from ._fast_path import FastPath
 from ._scope import Scope
 
@@ -24,6 +25,7 @@ class Plan:
     """What the adapters, the capture and the clients read for one Config."""
 
     __slots__ = (
+        "cap_timeouts",
         "config",
         "echo_name",
         "echo_name_bytes",
@@ -36,6 +38,7 @@ class Plan:
         "generate_request_id",
         "max_headers",
         "max_total_length",
+        "message_names",
         "names_by_bytes",
         "names_by_environ_key",
         "prefer_w3c",
@@ -81,8 +84,12 @@ class Plan:
         self.rules = tuple(
             (h.rule_for(name), self.cap_for(name)) for name in forwarded if name != request_id_name
         )
-        self.names_by_bytes = {name.encode("ascii"): name for name in forwarded}
-        self.names_by_environ_key = {_environ_key(name): name for name in forwarded}
+        # What the general path picks up: the forwarded names, and the deadline's.
+        read = (*forwarded, EXPECTED_TIMEOUT)
+        self.names_by_bytes = {name.encode("ascii"): name for name in read}
+        self.names_by_environ_key = {_environ_key(name): name for name in read}
+        # ...and from any header pairs (``bind``, gRPC metadata), ``grpc-timeout`` too.
+        self.message_names = frozenset((*read, GRPC_TIMEOUT))
         self.prefixes = tuple(
             p for p in dict.fromkeys(prefixes) if not p.startswith(h.NEVER_FORWARDED_PREFIX)
         )
@@ -93,6 +100,7 @@ class Plan:
         self.prefer_w3c = config.prefer == "w3c"
         self.max_headers = config.max_headers
         self.max_total_length = config.max_total_length
+        self.cap_timeouts = config.cap_timeouts
         self.fast_path = FastPath.for_plan(self) if use_fast_path else None
 
     def cap_for(self, name: str) -> int:

@@ -45,6 +45,8 @@ class Snapshot:
 
     ``has_ended`` is set by the adapter when its request is over. Reads ignore it: work the
     request started keeps its headers after the response.
+
+    ``deadline_at`` is the monotonic instant the caller stops waiting (``_deadline``), or None.
     """
 
     __slots__ = (
@@ -53,6 +55,7 @@ class Snapshot:
         "_span_id",
         "_trace_id",
         "_unpacker",
+        "deadline_at",
         "has_ended",
         "request_id",
     )
@@ -73,6 +76,7 @@ class Snapshot:
         self._lines = lines
         self._unpacker = unpacker
         self.has_ended = False
+        self.deadline_at: float | None = None
 
     @property
     def headers(self) -> ReadOnlyHeaders:
