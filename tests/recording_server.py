@@ -33,7 +33,9 @@ Echo = Callable[[Received], Any]
 
 class RecordingServer(ThreadingHTTPServer):
     """Answers a request for a path in ``redirects`` with a 302 to its location, any other with
-    200 and ``ok`` (or ``echo``'s JSON), and appends every request to ``received``.
+    200 and ``ok`` (or ``echo``'s JSON), and appends every request to ``received``. A request
+    for a path in ``delays`` waits that many seconds first (ended early when the server stops):
+    a service that answers later than its caller will wait.
 
     ``redirects`` is a plain dict on purpose: a test can add a hop back to this server once
     ``url`` is known.
@@ -45,11 +47,16 @@ class RecordingServer(ThreadingHTTPServer):
     block_on_close = False
 
     def __init__(
-        self, redirects: Mapping[str, str] | None = None, echo: Echo | None = None
+        self,
+        redirects: Mapping[str, str] | None = None,
+        echo: Echo | None = None,
+        delays: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.redirects = dict(redirects or {})
         self.echo = echo
+        self.delays = dict(delays or {})
+        self.stopping = threading.Event()
         self.received: list[Received] = []
 
     @property
@@ -75,7 +82,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.command, self.path, [(name.lower(), value) for name, value in self.headers.items()]
         )
         self.server.received.append(request)
-        location = self.server.redirects.get(urlsplit(self.path).path)
+        path = urlsplit(self.path).path
+        delay = self.server.delays.get(path)
+        if delay is not None and self.server.stopping.wait(delay):
+            return  # stopped while waiting: no answer
+        location = self.server.redirects.get(path)
         if location is not None:
             self.send_response(302)
             self.send_header("Location", location)
@@ -98,14 +109,17 @@ class _Handler(BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def recording_server(
-    *, redirects: Mapping[str, str] | None = None, echo: Echo | None = None
+    *,
+    redirects: Mapping[str, str] | None = None,
+    echo: Echo | None = None,
+    delays: Mapping[str, float] | None = None,
 ) -> Iterator[RecordingServer]:
     """Serve from a background thread for the ``with`` block, and stop however the block ends.
 
     Every step of the stop is bounded: the serve loop polls every 50 ms, handler threads are not
     waited for, and the join has a timeout.
     """
-    server = RecordingServer(redirects, echo)
+    server = RecordingServer(redirects, echo, delays)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
     )
@@ -113,6 +127,7 @@ def recording_server(
     try:
         yield server
     finally:
+        server.stopping.set()
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
