@@ -14,6 +14,7 @@ the host changes); ``send`` then adds them anew only if the next host is inside 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from operator import itemgetter
 from typing import Any
 
 from ._config import Config
@@ -90,6 +91,8 @@ def _note_removed(
     session: requests.Session, request: requests.Request, prepared: PreparedRequest
 ) -> None:
     """Remember the names the caller set to None, requests' way to remove a header."""
+    if not (_has_none(request.headers) or _has_none(session.headers)):
+        return  # the usual call: nothing removed
     removed = [
         str(name).lower()
         for headers in (request.headers, session.headers)
@@ -97,8 +100,19 @@ def _note_removed(
         for name, value in headers.items()
         if value is None
     ]
-    if removed:
-        setattr(prepared, _REMOVED_ATTRIBUTE, frozenset(removed))
+    setattr(prepared, _REMOVED_ATTRIBUTE, frozenset(removed))
+
+
+def _has_none(headers: Any) -> bool:
+    """Whether a headers mapping holds a None value, looked for without a Python-level loop
+    where the mapping's type allows (a dict, or the store of requests' own headers)."""
+    if not headers:
+        return False
+    if type(headers) is dict:
+        return None in headers.values()
+    if type(headers) is _STORED_HEADERS:
+        return None in map(_stored_value, headers._store.values())
+    return None in headers.values()
 
 
 def _to_send(request: PreparedRequest, plan: Plan) -> PreparedRequest:
@@ -185,6 +199,7 @@ def _has_known_store() -> bool:
 # The headers type whose store ``_with_headers`` reads directly; None (always the plain way)
 # if requests ever changes that store.
 _STORED_HEADERS = CaseInsensitiveDict if _has_known_store() else None
+_stored_value = itemgetter(1)
 
 # The last URL's host: the calls a request makes usually go to the same URL, and parsing it
 # costs more than comparing it. One entry, replaced whole, so threads can only miss.

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import requests
 from requests.adapters import BaseAdapter
+from requests.structures import CaseInsensitiveDict
 
 import meshprop
 from meshprop.requests import Session
@@ -249,5 +250,7 @@ def test_a_header_set_to_none_is_not_forwarded(server: RecordingServer) -> None:
         session.get(server.url + "/a", headers={"X-Request-Id": None})
         session.headers["x-b3-sampled"] = None  # type: ignore[assignment]
         session.get(server.url + "/b")
+        session.get(server.url + "/c", headers=CaseInsensitiveDict({"Traceparent": None}))
     assert propagated(server.headers(0)) == {"traceparent": TRACEPARENT, "x-b3-sampled": "1"}
     assert propagated(server.headers(1)) == {"x-request-id": "req-1", "traceparent": TRACEPARENT}
+    assert propagated(server.headers(2)) == {"x-request-id": "req-1"}
