@@ -111,7 +111,7 @@ def _has_none(headers: Any) -> bool:
     if type(headers) is dict:
         return None in headers.values()
     if type(headers) is _STORED_HEADERS:
-        return None in map(_stored_value, headers._store.values())
+        return None in map(_stored_value, headers._store.values())  # type: ignore[attr-defined]
     return None in headers.values()
 
 
