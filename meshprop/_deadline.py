@@ -84,3 +84,16 @@ def time_left_for_call(plan: Plan) -> float | None:
 def capped(timeout: float | None, left: float) -> float:
     """A timeout (None: none) lowered to ``left``, never raised."""
     return left if timeout is None or timeout > left else timeout
+
+
+#: The longest time a ``grpc-timeout`` can say (8 digits of hours): a gRPC server that reports
+#: more left than this for a call (``grpc.server`` reports its "no deadline" as about 2**63
+#: seconds) has no deadline from its caller.
+LONGEST_GRPC_TIMEOUT = 99_999_999 * 3600.0
+
+
+def nearer(deadline_at: float | None, seconds: float) -> float:
+    """The nearer of ``deadline_at`` (None: none) and the instant ``seconds`` from now: where a
+    caller's wait is known twice, the shorter is the one it keeps."""
+    other_at = at(seconds)
+    return other_at if deadline_at is None or other_at < deadline_at else deadline_at

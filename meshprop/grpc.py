@@ -38,6 +38,13 @@ target, and the scope is decided on it (``host:port``, ``dns:///host:port``, ``i
 
 Metadata the caller set wins (and its own trace metadata makes the trace context its own);
 a forwarded header whose name or value gRPC would refuse as metadata is left out.
+
+Deadline: grpc reads a call's ``grpc-timeout`` itself and never hands it to the application,
+so the handler's ``meshprop.deadline()`` is what is left of the call's own deadline, or of
+``x-envoy-expected-rq-timeout-ms`` where that is nearer. With ``Config(cap_timeouts=True)``
+the client interceptors lower a call's timeout to what the caller has left (never raise it),
+in or outside the scope, and grpc sends it on; a call made once nothing is left fails at once
+with grpc's own ``DEADLINE_EXCEEDED``, before it is sent.
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ require("grpc", "grpc")
 import grpc  # noqa: E402
 import grpc.aio  # noqa: E402
 
+from . import _deadline  # noqa: E402
 from ._capture import capture_pairs  # noqa: E402
 from ._config import Config  # noqa: E402
 from ._grpc_target import target_hosts  # noqa: E402
@@ -172,8 +180,30 @@ def _rebuilt(
     return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary, False), **serializers)
 
 
-def _capture(metadata: Iterable[tuple[str, str | bytes]], plan: Plan) -> Snapshot:
-    return capture_pairs(_inbound_pairs(metadata, plan), plan)
+def _capture(
+    metadata: Iterable[tuple[str, str | bytes]],
+    plan: Plan,
+    context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any],
+) -> Snapshot:
+    """The call's snapshot. Its deadline is the call's own (grpc reads ``grpc-timeout`` itself
+    and never hands it over as metadata), or ``x-envoy-expected-rq-timeout-ms`` where that is
+    nearer."""
+    snapshot = capture_pairs(_inbound_pairs(metadata, plan), plan)
+    seconds = _call_time_left(context)
+    if seconds is not None:
+        snapshot.deadline_at = _deadline.nearer(snapshot.deadline_at, seconds)
+    return snapshot
+
+
+def _call_time_left(
+    context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any],
+) -> float | None:
+    """Seconds left of the call's deadline, None without one (``grpc.aio`` says None,
+    ``grpc.server`` a time longer than any ``grpc-timeout``)."""
+    remaining = context.time_remaining()
+    if remaining is None or remaining > _deadline.LONGEST_GRPC_TIMEOUT:
+        return None
+    return max(0.0, remaining)
 
 
 def _inbound_pairs(
@@ -190,7 +220,7 @@ def _inbound_pairs(
         elif isinstance(value, bytes) and (
             key in forwarded or (prefixes and key.startswith(prefixes))
         ):
-            yield key, base64.b64encode(value).decode("ascii").rstrip("=")
+            yield key, _metadata_text(value)
 
 
 def _served(
@@ -209,7 +239,7 @@ def _served(
     if streams:
 
         def serve_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            snapshot = _capture(metadata, plan)
+            snapshot = _capture(metadata, plan, context)
             run = copy_context().run
             run(CURRENT.set, snapshot)
             try:
@@ -224,7 +254,7 @@ def _served(
         return serve_stream
 
     def serve(request: Any, context: grpc.ServicerContext) -> Any:
-        snapshot = _capture(metadata, plan)
+        snapshot = _capture(metadata, plan, context)
         token = CURRENT.set(snapshot)
         try:
             return behavior(request, context)
@@ -283,7 +313,7 @@ def _served_async(
     """A coroutine behavior (a unary response, or a stream sent with ``context.write``)."""
 
     async def serve(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        snapshot = _capture(metadata, plan)
+        snapshot = _capture(metadata, plan, context)
         failure: BaseException | None = None
         token = CURRENT.set(snapshot)
         try:
@@ -314,7 +344,7 @@ def _served_async_stream(
     async def serve_stream(
         request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
-        snapshot = _capture(metadata, plan)
+        snapshot = _capture(metadata, plan, context)
         responses: AsyncIterator[Any] = behavior(request, context)
         echoed = echo_name is None
         try:
@@ -396,24 +426,40 @@ def aio_client_interceptors(
 
 class _Forwarding:
     """What a call on one channel gets: the forwarded headers as metadata, for a target in
-    the scope, the caller's metadata first and winning."""
+    the scope, the caller's metadata first and winning; and its timeout capped to the
+    caller's deadline, when the plan says so."""
 
-    __slots__ = ("_host", "_plan", "target")
+    __slots__ = ("_host", "in_scope", "plan", "target")
 
     def __init__(self, target: str, plan: Plan) -> None:
         self.target = target
-        self._plan = plan
+        self.plan = plan
         hosts = target_hosts(target)
-        in_scope = hosts is not None and all(plan.scope.includes_host(host) for host in hosts)
+        self.in_scope = hosts is not None and all(plan.scope.includes_host(host) for host in hosts)
         # The host the core is asked about for each call (the scope is already decided).
-        self._host = hosts[0] if hosts is not None and in_scope else None
+        self._host = hosts[0] if hosts is not None and self.in_scope else None
+
+    def decide(
+        self, details: grpc.ClientCallDetails | grpc.aio.ClientCallDetails
+    ) -> tuple[float | None, Metadata | None] | None:
+        """The call's timeout and metadata (None: the caller's) as meshprop sends it, or None
+        to send the call as it is."""
+        metadata = self.metadata(details.metadata)
+        timeout = details.timeout
+        if self.plan.cap_timeouts:
+            timeout = _timeout_for_call(timeout, self.plan)
+            if metadata is None and timeout == details.timeout:
+                return None
+        elif metadata is None:
+            return None
+        return timeout, metadata
 
     def metadata(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Metadata | None:
         """The call's metadata with the forwarded headers added, or None to leave it as it is."""
         host = self._host
         if host is None:
             return None
-        forwarded = headers_for_host(host, self._plan)
+        forwarded = headers_for_host(host, self.plan)
         if forwarded is None:
             return None
         encoded = _encoded.get(forwarded)
@@ -454,6 +500,30 @@ class _Encoded:
 
 _encoded = EncodedCache(_Encoded)
 
+#: The timeout of a call made once nothing is left of the caller's deadline: a deadline gone
+#: a second ago, which grpc fails at once with its own DEADLINE_EXCEEDED, before the call is
+#: sent. A timeout of 0 is not that: grpc rounds it up and usually sends the call anyway.
+_DEADLINE_GONE = -1.0
+
+
+def _timeout_for_call(timeout: float | None, plan: Plan) -> float | None:
+    """The call's timeout, capped to what is left of the caller's deadline (never raised),
+    whatever the scope: the caller's wait is the caller's wherever the call goes."""
+    left = _deadline.time_left_for_call(plan)
+    if left is None:
+        return timeout
+    if left <= 0.0:
+        return _DEADLINE_GONE
+    return _deadline.capped(timeout, left)
+
+
+def _metadata_text(value: str | bytes) -> str:
+    """A metadata value as header text: a binary one as its base64 text without padding, as
+    grpc writes it on the wire."""
+    if isinstance(value, str):
+        return value
+    return base64.b64encode(value).decode("ascii").rstrip("=")
+
 
 class _CallDetails(NamedTuple):
     method: str
@@ -482,13 +552,14 @@ class _ClientInterceptor(
         return self._forwarding.target
 
     def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
-        metadata = self._forwarding.metadata(details.metadata)
-        if metadata is None:
+        decided = self._forwarding.decide(details)
+        if decided is None:
             return details
+        timeout, metadata = decided
         return _SyncCallDetails(
             details.method,
-            details.timeout,
-            metadata,
+            timeout,
+            details.metadata if metadata is None else metadata,
             details.credentials,
             getattr(details, "wait_for_ready", None),
             getattr(details, "compression", None),
@@ -518,13 +589,14 @@ class _ClientInterceptor(
 def _aio_details(
     forwarding: _Forwarding, details: grpc.aio.ClientCallDetails
 ) -> grpc.aio.ClientCallDetails:
-    metadata = forwarding.metadata(details.metadata)
-    if metadata is None:
+    decided = forwarding.decide(details)
+    if decided is None:
         return details
+    timeout, metadata = decided
     return grpc.aio.ClientCallDetails(
         details.method,
-        details.timeout,
-        grpc.aio.Metadata(*metadata),
+        timeout,
+        details.metadata if metadata is None else grpc.aio.Metadata(*metadata),
         details.credentials,
         details.wait_for_ready,
     )

@@ -1,9 +1,11 @@
 """The gRPC service the tests serve for real, on ``grpc.server`` and on ``grpc.aio.server``.
 
 No protoc: generic handlers with JSON bytes. Each method answers with what its handler saw
-(``meshprop.request_id()``, ``trace_id()``, ``current()``); ``Metadata`` answers with the
-metadata it received, for the client tests. A probe interceptor sits outside meshprop's and
-records what grpc's side of the call sees between and after the handler's messages.
+(``meshprop.request_id()``, ``trace_id()``, ``current()``, ``deadline()``); ``Metadata``
+answers with the metadata it received, for the client tests; the ``Wait`` methods hold the call
+(up to ``{"seconds": ...}``, else ``HOLD``) until the server stops. A probe interceptor sits
+outside meshprop's and records each call that reaches the application, and what grpc's side of
+the call sees between and after the handler's messages.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from meshprop._snapshot import CURRENT, exception_request_id
 
 SERVICE = "meshprop.test.Probe"
 WAIT = 10.0  # seconds a handler waits for its concurrent peers: a bound, never a timing
+HOLD = 30.0  # seconds a Wait method holds its call, unless the server stops first
 
 View = dict[str, Any]
 
@@ -47,6 +50,7 @@ def view() -> View:
         "request_id": meshprop.request_id(),
         "trace_id": meshprop.trace_id(),
         "current": dict(meshprop.current()),
+        "deadline": meshprop.deadline(),
     }
 
 
@@ -77,6 +81,7 @@ class Probe:
     error_ids: list[str | None] = field(default_factory=list)  # ids marked on escaping errors
     closed_ids: list[str | None] = field(default_factory=list)  # ids a cancelled stream saw
     stream_closed: threading.Event = field(default_factory=threading.Event)
+    methods: list[str] = field(default_factory=list)  # every call that reached the app
 
 
 @dataclass
@@ -84,6 +89,7 @@ class Served:
     target: str
     probe: Probe
     config: meshprop.Config | None
+    release: threading.Event = field(default_factory=threading.Event)  # ends the Wait methods
 
 
 class Rendezvous:
@@ -113,10 +119,27 @@ def _sync_handlers(served: Served, rendezvous: dict[str, Rendezvous]) -> dict[st
         interceptor = meshprop.grpc.client_interceptor(target, served.config)
         with grpc.insecure_channel(target) as plain:
             channel = grpc.intercept_channel(plain, interceptor)
-            reply = rpc(channel, "unary_unary", "Metadata")(
-                b"", metadata=caller_metadata, timeout=WAIT
+            reply = rpc(channel, "unary_unary", order.get("method", "Metadata"))(
+                b"{}", metadata=caller_metadata, timeout=WAIT
             )
         return loads(reply)
+
+    def hold(order: dict[str, Any]) -> View:
+        seen = view()
+        served.release.wait(order.get("seconds", HOLD))
+        return seen
+
+    def wait(request: bytes, context: grpc.ServicerContext) -> bytes:
+        return dumps(hold(loads(request)))
+
+    def wait_stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        yield dumps(hold(loads(request)))
+
+    def wait_collect(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        return dumps(hold(loads(next(requests, b""))))
+
+    def wait_chat(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        yield dumps(hold(loads(next(requests, b""))))
 
     def unary(request: bytes, context: grpc.ServicerContext) -> bytes:
         order = loads(request)
@@ -167,6 +190,18 @@ def _sync_handlers(served: Served, rendezvous: dict[str, Rendezvous]) -> dict[st
         "Metadata": grpc.unary_unary_rpc_method_handler(metadata),
         "OwnMetadata": grpc.unary_unary_rpc_method_handler(own_metadata),
         "Fail": grpc.unary_unary_rpc_method_handler(fail),
+        **_wait_methods(wait, wait_stream, wait_collect, wait_chat),
+    }
+
+
+def _wait_methods(*behaviors: Any) -> dict[str, Any]:
+    """The Wait methods, one of each kind."""
+    unary_unary, unary_stream, stream_unary, stream_stream = behaviors
+    return {
+        "Wait": grpc.unary_unary_rpc_method_handler(unary_unary),
+        "WaitStream": grpc.unary_stream_rpc_method_handler(unary_stream),
+        "WaitCollect": grpc.stream_unary_rpc_method_handler(stream_unary),
+        "WaitChat": grpc.stream_stream_rpc_method_handler(stream_stream),
     }
 
 
@@ -178,10 +213,32 @@ def _aio_handlers(served: Served, rendezvous: dict[str, Rendezvous]) -> dict[str
         caller_metadata = tuple(tuple(pair) for pair in order.get("metadata", ()))
         interceptors = meshprop.grpc.aio_client_interceptors(target, served.config)
         async with grpc.aio.insecure_channel(target, interceptors=interceptors) as channel:
-            reply = await rpc(channel, "unary_unary", "Metadata")(
-                b"", metadata=caller_metadata, timeout=WAIT
+            reply = await rpc(channel, "unary_unary", order.get("method", "Metadata"))(
+                b"{}", metadata=caller_metadata, timeout=WAIT
             )
         return loads(reply)
+
+    async def hold(order: dict[str, Any]) -> View:
+        seen = view()
+        await asyncio.to_thread(served.release.wait, order.get("seconds", HOLD))
+        return seen
+
+    async def first(requests: AsyncIterator[bytes]) -> Any:
+        async for request in requests:
+            return loads(request)
+        return {}
+
+    async def wait(request: bytes, context: Any) -> bytes:
+        return dumps(await hold(loads(request)))
+
+    async def wait_stream(request: bytes, context: Any) -> AsyncIterator[bytes]:
+        yield dumps(await hold(loads(request)))
+
+    async def wait_collect(requests: AsyncIterator[bytes], context: Any) -> bytes:
+        return dumps(await hold(await first(requests)))
+
+    async def wait_chat(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
+        yield dumps(await hold(await first(requests)))
 
     async def unary(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         order = loads(request)
@@ -242,6 +299,7 @@ def _aio_handlers(served: Served, rendezvous: dict[str, Rendezvous]) -> dict[str
         "OwnMetadata": grpc.unary_unary_rpc_method_handler(own_metadata),
         "Fail": grpc.unary_unary_rpc_method_handler(fail),
         "Threaded": grpc.unary_unary_rpc_method_handler(threaded),
+        **_wait_methods(wait, wait_stream, wait_collect, wait_chat),
     }
 
 
@@ -250,6 +308,7 @@ class _SyncProbe(grpc.ServerInterceptor):
         self.probe = probe
 
     def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
+        self.probe.methods.append(details.method)
         handler = continuation(details)
         return None if handler is None else _probed(handler, self.probe)
 
@@ -259,6 +318,7 @@ class _AioProbe(grpc.aio.ServerInterceptor):
         self.probe = probe
 
     async def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
+        self.probe.methods.append(details.method)
         handler = await continuation(details)
         return None if handler is None else _probed(handler, self.probe)
 
@@ -353,6 +413,7 @@ def serving_sync(
     try:
         yield served
     finally:
+        served.release.set()
         server.stop(None).wait(WAIT)
         executor.shutdown(wait=True)
 
@@ -389,7 +450,9 @@ def serving_aio(
     try:
         yield served
     finally:
+        served.release.set()
         asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(WAIT)
+        asyncio.run_coroutine_threadsafe(loop.shutdown_default_executor(), loop).result(WAIT)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(WAIT)
         loop.close()

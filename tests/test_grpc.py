@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from typing import Any, NamedTuple
@@ -20,6 +21,7 @@ import meshprop
 import meshprop.grpc
 from meshprop._grpc_target import target_hosts
 from tests.grpc_apps import (
+    HOLD,
     SERVERS,
     WAIT,
     Rendezvous,
@@ -67,7 +69,8 @@ def channel(served: Served) -> Iterator[grpc.Channel]:
 
 
 def unary(channel: grpc.Channel, name: str, order: Any = None, **kwargs: Any) -> Any:
-    return loads(rpc(channel, "unary_unary", name)(dumps(order or {}), timeout=WAIT, **kwargs))
+    kwargs.setdefault("timeout", WAIT)
+    return loads(rpc(channel, "unary_unary", name)(dumps(order or {}), **kwargs))
 
 
 def with_call(channel: grpc.Channel, name: str, **kwargs: Any) -> tuple[Any, grpc.Call]:
@@ -467,3 +470,262 @@ async def test_concurrent_aio_calls_forward_their_own_headers(metadata_server: S
 
         replies = await asyncio.gather(*(call(index) for index in range(8)))
     assert replies == [[["x-request-id", f"req-{index}"]] for index in range(8)]
+
+
+# -- the deadline ----------------------------------------------------------------------------
+#
+# grpc reads a call's grpc-timeout itself and never hands it to the application as metadata:
+# the handler's meshprop.deadline() comes from the call's own deadline. The clients cap their
+# timeout to what the caller has left (Config(cap_timeouts=True)), and grpc sends it on.
+
+CAPPED = meshprop.Config(cap_timeouts=True)
+MARGIN = 1.5  # seconds a failing call may take beyond what was left: generous, never a speed
+#: grpc rounds the timeout it sends up (to whole milliseconds under a second, to tens of them
+#: under ten seconds), so a server may find a little more left than its caller had.
+ROUNDING = 0.02
+#: Each kind of method: the one answering with what its handler saw, and the one that holds.
+KINDS = {
+    "unary_unary": ("Unary", "Wait"),
+    "unary_stream": ("Stream", "WaitStream"),
+    "stream_unary": ("Collect", "WaitCollect"),
+    "stream_stream": ("Chat", "WaitChat"),
+}
+
+
+def expected_timeout(milliseconds: int) -> dict[str, str]:
+    return {"x-request-id": "req-deadline", "x-envoy-expected-rq-timeout-ms": str(milliseconds)}
+
+
+def call_kind(channel: grpc.Channel, kind: str, name: str, order: Any = None, **kwargs: Any) -> Any:
+    """One call of ``kind`` on a sync channel, read to its end: the first reply."""
+    request = dumps(order or {})
+    callable_ = rpc(channel, kind, name)
+    reply = callable_(request if kind.startswith("unary") else iter([request]), **kwargs)
+    return loads(next(iter(reply)) if kind.endswith("stream") else reply)
+
+
+async def call_kind_aio(channel: Any, kind: str, name: str, order: Any, **kwargs: Any) -> Any:
+    """The same on a grpc.aio channel."""
+    request = dumps(order or {})
+
+    async def requests() -> Any:
+        yield request
+
+    callable_ = rpc(channel, kind, name)
+    call = callable_(request if kind.startswith("unary") else requests(), **kwargs)
+    if kind.endswith("stream"):
+        async for reply in call:
+            return loads(reply)
+    return loads(await call)
+
+
+def call_through_meshprop(
+    client: str,
+    target: str,
+    kind: str,
+    name: str,
+    config: meshprop.Config | None = CAPPED,
+    order: Any = None,
+    **kwargs: Any,
+) -> Any:
+    """One call through meshprop's sync or aio client interceptor(s), in the caller's context
+    (asyncio.run copies it into the aio call's task)."""
+    if client == "sync":
+        interceptor = meshprop.grpc.client_interceptor(target, config)
+        with grpc.insecure_channel(target) as plain:
+            return call_kind(
+                grpc.intercept_channel(plain, interceptor), kind, name, order, **kwargs
+            )
+
+    async def aio_call() -> Any:
+        interceptors = meshprop.grpc.aio_client_interceptors(target, config)
+        async with grpc.aio.insecure_channel(target, interceptors=interceptors) as channel:
+            return await call_kind_aio(channel, kind, name, order, **kwargs)
+
+    return asyncio.run(aio_call())
+
+
+def test_the_handler_sees_what_is_left_of_the_callers_timeout(
+    served: Served, channel: grpc.Channel
+) -> None:
+    for kind, (name, _) in KINDS.items():
+        seen = call_kind(channel, kind, name, timeout=5.0)
+        assert 0.0 < seen["deadline"] <= 5.0 + ROUNDING, kind
+
+
+def test_a_call_without_a_timeout_has_no_deadline(served: Served, channel: grpc.Channel) -> None:
+    # grpc.aio reports such a call's time remaining as None, grpc.server as about 2**63 s.
+    for kind, (name, _) in KINDS.items():
+        assert call_kind(channel, kind, name)["deadline"] is None, kind
+
+
+def test_a_plain_function_and_a_writing_coroutine_under_the_aio_server_see_it_too() -> None:
+    with SERVERS["grpc.aio.server"]() as served, grpc.insecure_channel(served.target) as channel:
+        assert 0.0 < unary(channel, "Threaded", timeout=5.0)["deadline"] <= 5.0 + ROUNDING
+        replies = rpc(channel, "unary_stream", "WriteStream")(b"", timeout=5.0)
+        assert all(0.0 < loads(reply)["deadline"] <= 5.0 + ROUNDING for reply in replies)
+
+
+def test_the_nearer_of_the_envoy_header_and_the_calls_deadline_wins(
+    served: Served, channel: grpc.Channel
+) -> None:
+    # Envoy sets x-envoy-expected-rq-timeout-ms on gRPC calls too.
+    nearer_header = call_kind(
+        channel,
+        "unary_unary",
+        "Unary",
+        metadata=tuple(expected_timeout(2000).items()),
+        timeout=WAIT,
+    )
+    assert 0.0 < nearer_header["deadline"] <= 2.0
+    nearer_call = call_kind(
+        channel,
+        "unary_unary",
+        "Unary",
+        metadata=tuple(expected_timeout(60_000).items()),
+        timeout=3.0,
+    )
+    assert 0.0 < nearer_call["deadline"] <= 3.0 + ROUNDING
+    header_alone = call_kind(
+        channel, "unary_unary", "Unary", metadata=tuple(expected_timeout(2000).items())
+    )
+    assert 0.0 < header_alone["deadline"] <= 2.0
+
+
+CLIENTS = ("sync", "aio")
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_capped_call_fails_with_deadline_exceeded_once_the_callers_time_is_up(
+    served: Served, client: str, kind: str
+) -> None:
+    # The Wait methods would hold the call for 30 s; the caller has 0.4 s left.
+    started = time.monotonic()
+    with (
+        meshprop.bind(expected_timeout(400), config=CAPPED),
+        pytest.raises(grpc.RpcError) as raised,
+    ):
+        call_through_meshprop(client, served.target, kind, KINDS[kind][1], timeout=HOLD)
+    elapsed = time.monotonic() - started
+
+    error: Any = raised.value
+    if client == "aio":
+        assert isinstance(error, grpc.aio.AioRpcError)
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert elapsed < 0.4 + MARGIN
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_with_the_cap_off_a_call_may_outlive_what_the_caller_had_left(
+    metadata_server: Served, client: str
+) -> None:
+    # The caller had 0.4 s; the server answers after 0.8 s, within the call's own timeout.
+    with meshprop.bind(expected_timeout(400)):
+        seen = call_through_meshprop(
+            client,
+            metadata_server.target,
+            "unary_unary",
+            "Wait",
+            None,
+            {"seconds": 0.8},
+            timeout=WAIT,
+        )
+    assert seen["request_id"] == "req-deadline"
+
+
+def sent_deadlines(client: str, target: str, config: meshprop.Config, **kwargs: Any) -> Any:
+    """What the handlers saw left for a call of each kind: the timeout the client sent."""
+    return [
+        call_through_meshprop(client, target, kind, name, config, **kwargs)["deadline"]
+        for kind, (name, _) in KINDS.items()
+    ]
+
+
+def between(low: float, high: float, deadlines: list[float | None]) -> bool:
+    return all(left is not None and low < left <= high + ROUNDING for left in deadlines)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_the_timeout_is_capped_to_what_the_caller_has_left_and_never_raised(
+    metadata_server: Served, client: str
+) -> None:
+    target = metadata_server.target
+    with meshprop.bind(expected_timeout(2000), config=CAPPED):
+        assert between(0.0, 2.0, sent_deadlines(client, target, CAPPED, timeout=WAIT))
+        assert between(0.0, 2.0, sent_deadlines(client, target, CAPPED))  # none of its own
+    with meshprop.bind(expected_timeout(60_000), config=CAPPED):
+        assert between(0.0, 2.0, sent_deadlines(client, target, CAPPED, timeout=2.0))  # kept
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_the_timeout_stays_as_it_is_without_the_cap_or_a_deadline(
+    metadata_server: Served, client: str
+) -> None:
+    target = metadata_server.target
+    plain = meshprop.Config()
+    with meshprop.bind(expected_timeout(2000)):
+        assert between(2.0, 5.0, sent_deadlines(client, target, plain, timeout=5.0))
+        assert sent_deadlines(client, target, plain) == [None] * len(KINDS)
+    with meshprop.bind({"x-request-id": "req-deadline"}):
+        assert between(2.0, 5.0, sent_deadlines(client, target, CAPPED, timeout=5.0))
+        assert sent_deadlines(client, target, CAPPED) == [None] * len(KINDS)
+    assert between(2.0, 5.0, sent_deadlines(client, target, CAPPED, timeout=5.0))  # no request
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_the_timeout_is_capped_outside_the_propagation_scope_too(
+    metadata_server: Served, client: str
+) -> None:
+    # The caller's wait is the caller's wherever the call goes: the headers stay home, the
+    # cap applies.
+    outside = meshprop.Config(cap_timeouts=True, scope=("10.0.0.0/8",))
+    with meshprop.bind(expected_timeout(2000), config=outside):
+        seen = call_through_meshprop(
+            client, metadata_server.target, "unary_unary", "Unary", outside, timeout=WAIT
+        )
+    assert 0.0 < seen["deadline"] <= 2.0 + ROUNDING
+    assert seen["request_id"] != "req-deadline"
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_with_nothing_left_a_call_fails_at_once_and_never_reaches_the_server(
+    served: Served, client: str
+) -> None:
+    with meshprop.bind(expected_timeout(1), config=CAPPED):
+        for _ in range(200):
+            if meshprop.deadline() == 0.0:
+                break
+            time.sleep(0.01)
+        assert meshprop.deadline() == 0.0
+        started = time.monotonic()
+        for kind, (name, _) in KINDS.items():
+            with pytest.raises(grpc.RpcError) as raised:
+                call_through_meshprop(client, served.target, kind, name, timeout=WAIT)
+            error: Any = raised.value
+            assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED, kind
+        elapsed = time.monotonic() - started
+
+    assert elapsed < MARGIN
+    # A call made after them reaches the server, and is the only one that did.
+    call_through_meshprop(client, served.target, "unary_unary", "Unary", timeout=WAIT)
+    assert served.probe.methods == ["/meshprop.test.Probe/Unary"]
+
+
+@pytest.mark.parametrize("first", sorted(SERVERS))
+def test_the_deadline_travels_on_through_a_chain_of_grpc_services(first: str) -> None:
+    # Client → A (its deadline: the client's timeout of 1 s) → B through A's client
+    # interceptor, with no HTTP hop and no Envoy header anywhere.
+    order_b = {"method": "Unary"}
+    with SERVERS["grpc.server"]() as b:
+        order_b["call"] = b.target
+        with SERVERS[first](CAPPED) as a, grpc.insecure_channel(a.target) as channel:
+            capped = unary(channel, "Unary", order_b, timeout=1.0)
+        with SERVERS[first]() as a, grpc.insecure_channel(a.target) as channel:
+            uncapped = unary(channel, "Unary", order_b, timeout=1.0)
+
+    a_left, b_left = capped["deadline"], capped["downstream"]["deadline"]
+    assert 0.0 < a_left <= 1.0 + ROUNDING
+    assert 0.0 < b_left <= a_left + ROUNDING
+    # Without the cap, B gets the timeout of A's own call (WAIT) instead.
+    assert uncapped["downstream"]["deadline"] > 1.0
