@@ -9,11 +9,12 @@ rule that a header the producer set wins, compared case-insensitively.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, TypeVar
 
 from ._config import Config
-from ._outbound import names_to_add, outbound_headers
+from ._outbound import RECORDERS, names_to_add, outbound_headers, record_call
+from ._plan import plan_for
 
 Carrier = TypeVar("Carrier", bound="MutableMapping[Any, Any] | list[Any]")
 
@@ -44,21 +45,31 @@ def inject(
             f"not {type(carrier).__name__}"
         )
     forwarded = outbound_headers(url, config=config)
-    if not forwarded:
-        return carrier
+    added = _add_missing(carrier, forwarded, as_bytes) if forwarded else ()
+    if RECORDERS:
+        _record(carrier, url, {name: forwarded[name] for name in added}, config)
+    return carrier
+
+
+def _add_missing(
+    carrier: MutableMapping[Any, Any] | list[Any],
+    forwarded: Mapping[str, str],
+    as_bytes: bool | None,
+) -> tuple[str, ...]:
+    """Add the forwarded headers ``carrier`` lacks, in its own form; returns their names."""
     if isinstance(carrier, MutableMapping):
         keys: Iterable[Any] = carrier.keys()
         values: Iterable[Any] = carrier.values()
         default_bytes = False
-    else:  # the entries that are pairs; anything else in the list is left alone
-        pairs = [entry for entry in carrier if isinstance(entry, tuple | list) and len(entry) == 2]
+    else:
+        pairs = _pairs_in(carrier)
         keys = [name for name, _ in pairs]
         values = [value for _, value in pairs]
         default_bytes = True
     present = {_lower(name) for name in keys}
     missing = names_to_add(forwarded, present)
     if not missing:
-        return carrier
+        return missing
     bytes_values = _holds_bytes(values, default_bytes) if as_bytes is None else as_bytes
     bytes_names = _holds_bytes(keys, False)
     for name in missing:
@@ -71,7 +82,25 @@ def inject(
             carrier.append((key, encoded))
         else:
             carrier[key] = encoded
-    return carrier
+    return missing
+
+
+def _pairs_in(carrier: list[Any]) -> list[Any]:
+    """The entries of a list carrier that are pairs; anything else in it is left alone."""
+    return [entry for entry in carrier if isinstance(entry, tuple | list) and len(entry) == 2]
+
+
+def _record(
+    carrier: MutableMapping[Any, Any] | list[Any],
+    url: str | None,
+    added: Mapping[str, str],
+    config: Config | None,
+) -> None:
+    """Hand the message to the recorders (``meshprop.testing``) as an outbound call: its
+    destination is ``url`` ("" without one, which the scope does not judge)."""
+    in_scope = url is None or plan_for(config).scope.includes_url(url)
+    carried = carrier if isinstance(carrier, MutableMapping) else _pairs_in(carrier)
+    record_call("inject", None, url or "", added, in_scope, carried)
 
 
 def _lower(name: object) -> str:

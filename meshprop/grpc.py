@@ -70,7 +70,14 @@ from . import _deadline  # noqa: E402
 from ._capture import capture_pairs  # noqa: E402
 from ._config import Config  # noqa: E402
 from ._grpc_target import target_hosts  # noqa: E402
-from ._outbound import EncodedCache, headers_for_host, names_to_add, watched_names  # noqa: E402
+from ._outbound import (  # noqa: E402
+    RECORDERS,
+    EncodedCache,
+    headers_for_host,
+    names_to_add,
+    record_call,
+    watched_names,
+)
 from ._plan import Plan, plan_for  # noqa: E402
 from ._snapshot import CURRENT, Snapshot, mark_exception  # noqa: E402
 
@@ -445,6 +452,8 @@ class _Forwarding:
         """The call's timeout and metadata (None: the caller's) as meshprop sends it, or None
         to send the call as it is."""
         metadata = self.metadata(details.metadata)
+        if RECORDERS:
+            _record(self, details.method, details.metadata, metadata)
         timeout = details.timeout
         if self.plan.cap_timeouts:
             timeout = _timeout_for_call(timeout, self.plan)
@@ -515,6 +524,27 @@ def _timeout_for_call(timeout: float | None, plan: Plan) -> float | None:
     if left <= 0.0:
         return _DEADLINE_GONE
     return _deadline.capped(timeout, left)
+
+
+def _record(
+    forwarding: _Forwarding,
+    method: str | bytes,
+    caller_metadata: Iterable[tuple[str, str | bytes]] | None,
+    metadata: Metadata | None,
+) -> None:
+    """Hand the call to the recorders (``meshprop.testing``): what it carries, and the part
+    meshprop added (the pairs after the caller's), binary values as their base64 text."""
+    caller = tuple(caller_metadata or ())
+    sent = caller if metadata is None else metadata
+    added = {key: _metadata_text(value) for key, value in sent[len(caller) :]}
+    record_call(
+        "grpc",
+        method.decode("ascii", "replace") if isinstance(method, bytes) else method,
+        forwarding.target,
+        added,
+        forwarding.in_scope,
+        tuple((key, _metadata_text(value)) for key, value in sent),
+    )
 
 
 def _metadata_text(value: str | bytes) -> str:

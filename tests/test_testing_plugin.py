@@ -9,6 +9,7 @@ downstream is an ``httpx.MockTransport`` or a recording HTTP server on 127.0.0.1
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -41,6 +42,16 @@ INBOUND = {{
     "tracestate": "congo=t61rcWkgMzE",
 }}
 """
+
+
+@pytest.fixture(autouse=True)
+def meshprop_under_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's pytest process imports this checkout's meshprop, whichever one is installed
+    (an editable install may point at another checkout)."""
+    root = str(Path(__file__).parent.parent)
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    )
 
 
 def run(pytester: pytest.Pytester, source: str, *args: str) -> pytest.RunResult:
@@ -406,6 +417,118 @@ def test_no_downstream_call_at_all_fails(pytester: pytest.Pytester) -> None:
     )
 
 
+# -- gRPC calls and published messages -----------------------------------------------------------
+
+# A user's gRPC services: Orders, whose Place method reserves stock on Inventory over gRPC
+# (meshprop's client interceptor) and publishes an event with Kafka-style headers
+# (meshprop.inject); both on real grpc servers on 127.0.0.1.
+GRPC_SERVICES = """
+import contextlib
+from concurrent import futures
+
+import grpc
+
+import meshprop.grpc
+
+OWN_TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+published = []
+
+@contextlib.contextmanager
+def serving(service, methods):
+    server = grpc.server(
+        futures.ThreadPoolExecutor(4), interceptors=[meshprop.grpc.server_interceptor()]
+    )
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(method) for name, method in methods.items()
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(None).wait(10)
+
+def place_order(inventory, reserve_metadata=(), event_headers=None):
+    def place(request, context):
+        interceptor = meshprop.grpc.client_interceptor(inventory)
+        with grpc.insecure_channel(inventory) as plain:
+            channel = grpc.intercept_channel(plain, interceptor)
+            channel.unary_unary("/shop.Inventory/Reserve")(
+                b"", metadata=reserve_metadata, timeout=10
+            )
+        published.append(meshprop.inject(event_headers or [(b"event", b"order-placed")]))
+        return b"placed"
+
+    return place
+
+def call_orders(place):
+    with serving("shop.Inventory", {"Reserve": lambda request, context: b"ok"}) as inventory:
+        with serving("shop.Orders", {"Place": place(inventory)}) as orders:
+            with grpc.insecure_channel(orders) as channel:
+                channel.unary_unary("/shop.Orders/Place")(
+                    b"", metadata=tuple(INBOUND.items()), timeout=10
+                )
+"""
+
+
+def test_a_grpc_call_and_a_published_message_are_seen_and_forward(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run(
+        pytester,
+        GRPC_SERVICES
+        + textwrap.dedent(
+            """
+            def test_order_forwards(meshprop_calls):
+                call_orders(place_order)
+                assert [call.client for call in meshprop_calls.downstream] == ["grpc", "inject"]
+                reserve, event = meshprop_calls
+                assert (reserve.method, reserve.added) == ("/shop.Inventory/Reserve", INBOUND)
+                assert event.added == INBOUND
+                sent = [(name.encode(), value.encode()) for name, value in INBOUND.items()]
+                assert published == [[(b"event", b"order-placed"), *sent]]
+                meshprop_calls.assert_forwarded(INBOUND)
+            """
+        ),
+    )
+    result.assert_outcomes(passed=1)
+
+
+def test_a_grpc_call_and_a_message_that_set_their_own_ids_fail(pytester: pytest.Pytester) -> None:
+    """The Reserve call starts its own trace; the event carries its producer's request id."""
+    result = run(
+        pytester,
+        GRPC_SERVICES
+        + textwrap.dedent(
+            """
+            def own_ids(inventory):
+                return place_order(
+                    inventory,
+                    reserve_metadata=(("traceparent", OWN_TRACE),),
+                    event_headers={"x-request-id": "job-7"},
+                )
+
+            def test_order_forwards(meshprop_calls):
+                call_orders(own_ids)
+                meshprop_calls.assert_forwarded(INBOUND)
+            """
+        ),
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*2 of 2 downstream call(s) did not forward the inbound request's headers",
+            "*call 1: grpc /shop.Inventory/Reserve 127.0.0.1:*"
+            " (in scope; in request req-1; added x-request-id)",
+            "*- traceparent: trace id 0af7651916cd43dd8448eb211c80319c ('00-0af7*'),"
+            f" expected trace id {TRACE}",
+            "*call 2: inject (in scope; in request req-1; added traceparent, tracestate)",
+            "*- x-request-id: 'job-7', expected 'req-1', the inbound request's",
+        ]
+    )
+
+
 # -- the plugin loads through its entry point, and does nothing unless asked --------------------
 
 
@@ -476,4 +599,20 @@ def test_calls_outside_the_scope_are_recorded_and_reported(meshprop_calls: Meshp
         " (meshprop forwards nothing to them):\n"
         "  httpx GET https://api.example.com/v1/charge"
         " (outside the scope; in request req-9; added nothing)"
+    )
+
+
+def test_injected_messages_are_recorded_with_their_destination(
+    meshprop_calls: MeshpropCalls,
+) -> None:
+    with meshprop.bind({"x-request-id": "req-9"}):
+        meshprop.inject({}, url="amqp://rabbitmq.svc/orders")
+        meshprop.inject([], url="https://events.example.com/ingest")
+    meshprop.inject({})
+    assert repr(meshprop_calls) == (
+        "<meshprop_calls: 3 outbound call(s)\n"
+        "  1. inject amqp://rabbitmq.svc/orders (in scope; in request req-9; added x-request-id)\n"
+        "  2. inject https://events.example.com/ingest"
+        " (outside the scope; in request req-9; added nothing)\n"
+        "  3. inject (in scope; outside any request; added nothing)>"
     )
