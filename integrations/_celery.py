@@ -9,9 +9,6 @@ started is stopped on the way out.
 from __future__ import annotations
 
 import contextlib
-import shutil
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,62 +18,29 @@ import redis
 from celery import Celery
 from celery.exceptions import TimeoutError as ResultTimeout
 
-from ._mesh import HOST, STARTUP_TIMEOUT, running_processes
-
-_ATTEMPTS = 3
-_SEARCH_PATH = "/usr/bin:/usr/sbin:/usr/local/bin"
-
-
-def redis_server_path() -> str:
-    """The ``redis-server`` binary, installed with apt-get first when it is missing (as the
-    Makefile's ``redis`` target does)."""
-    path = shutil.which("redis-server") or shutil.which("redis-server", path=_SEARCH_PATH)
-    if path is None and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "update", "-qq"], check=False, timeout=300)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "redis-server"],
-            check=False,
-            timeout=600,
-            env={"DEBIAN_FRONTEND": "noninteractive", "PATH": _SEARCH_PATH + ":/bin:/sbin"},
-        )
-        path = shutil.which("redis-server", path=_SEARCH_PATH)
-    if path is None:
-        raise RuntimeError("redis-server is not installed: apt-get install -y redis-server")
-    return path
-
-
-def _free_port() -> int:
-    # redis-server binds the port itself; one taken in between fails its start, and
-    # running_redis tries another.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
+from ._debian import debian_binary, running_on_free_port
+from ._mesh import HOST, STARTUP_TIMEOUT, _Processes, running_processes
 
 
 @contextlib.contextmanager
 def running_redis() -> Iterator[str]:
     """Run redis-server on 127.0.0.1, no snapshots and no append-only file; yield its URL."""
-    binary = redis_server_path()
-    for attempt in range(_ATTEMPTS):
-        with running_processes() as processes:
-            port = _free_port()
-            processes.start(
-                "redis",
-                [
-                    binary, "--port", str(port), "--bind", HOST,
-                    "--save", "", "--appendonly", "no",
-                    "--dir", str(processes.log_dir), "--daemonize", "no",
-                ],
-            )  # fmt: skip
-            try:
-                _wait_for_redis(port, processes.check_alive)
-            except RuntimeError:
-                if attempt + 1 == _ATTEMPTS:
-                    raise
-                continue
-            yield f"redis://{HOST}:{port}/0"
-            return
+    binary = debian_binary("redis-server", package="redis-server")
+
+    def start(processes: _Processes, port: int) -> str:
+        processes.start(
+            "redis",
+            [
+                binary, "--port", str(port), "--bind", HOST,
+                "--save", "", "--appendonly", "no",
+                "--dir", str(processes.log_dir), "--daemonize", "no",
+            ],
+        )  # fmt: skip
+        _wait_for_redis(port, processes.check_alive)
+        return f"redis://{HOST}:{port}/0"
+
+    with running_on_free_port(start) as url:
+        yield url
 
 
 def _wait_for_redis(port: int, check_alive: Callable[[], None]) -> None:

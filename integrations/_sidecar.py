@@ -8,12 +8,11 @@ exactly the kind of id meshprop must accept as it is).
 from __future__ import annotations
 
 import contextlib
-import shutil
-import socket
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-from ._mesh import HOST, STARTUP_TIMEOUT, running_processes, wait_until_healthy
+from ._debian import debian_binary, running_on_free_port
+from ._mesh import HOST, STARTUP_TIMEOUT, _Processes, wait_until_healthy
 from .services._record import HEALTH_PATH
 
 _CONFIG = """\
@@ -45,55 +44,32 @@ http {{
     }}
 }}
 """
-_ATTEMPTS = 3
-
-
-def nginx_path() -> str:
-    """The nginx binary (Debian's ``nginx`` package), or a clear error when it is missing."""
-    path = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
-    if path is None:
-        raise RuntimeError("nginx is not installed: apt-get install -y nginx")
-    return path
-
-
-def _free_port() -> int:
-    # nginx cannot take an inherited socket, so it binds the port itself; a port taken in
-    # between fails nginx's startup, and the caller tries another one.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
 def running_sidecar(upstream_url: str) -> Iterator[str]:
     """Run nginx proxying to ``upstream_url`` (``http://127.0.0.1:PORT``); yield its base URL."""
-    binary = nginx_path()
+    binary = debian_binary("nginx", package="nginx")
     upstream = urlsplit(upstream_url)
-    for attempt in range(_ATTEMPTS):
-        with running_processes() as processes:
-            work_dir = processes.log_dir / "nginx"
-            work_dir.mkdir()
-            port = _free_port()
-            config_path = work_dir / "nginx.conf"
-            config_path.write_text(
-                _CONFIG.format(
-                    dir=work_dir,
-                    host=HOST,
-                    port=port,
-                    upstream=f"{upstream.scheme}://{upstream.netloc}",
-                )
+
+    def start(processes: _Processes, port: int) -> str:
+        work_dir = processes.log_dir / "nginx"
+        work_dir.mkdir()
+        config_path = work_dir / "nginx.conf"
+        config_path.write_text(
+            _CONFIG.format(
+                dir=work_dir,
+                host=HOST,
+                port=port,
+                upstream=f"{upstream.scheme}://{upstream.netloc}",
             )
-            processes.start(
-                "nginx",
-                [binary, "-p", str(work_dir), "-c", str(config_path), "-e", "stderr"],
-            )
-            base_url = f"http://{HOST}:{port}"
-            try:
-                wait_until_healthy([base_url + HEALTH_PATH], processes, STARTUP_TIMEOUT)
-            except RuntimeError:
-                if attempt + 1 == _ATTEMPTS:
-                    raise
-                continue
-            yield base_url
-            return
+        )
+        processes.start(
+            "nginx", [binary, "-p", str(work_dir), "-c", str(config_path), "-e", "stderr"]
+        )
+        base_url = f"http://{HOST}:{port}"
+        wait_until_healthy([base_url + HEALTH_PATH], processes, STARTUP_TIMEOUT)
+        return base_url
+
+    with running_on_free_port(start) as base_url:
+        yield base_url
