@@ -9,6 +9,9 @@ import pytest
 from meshprop._plan import use_fast_path
 from meshprop._snapshot import CURRENT
 
+# The shared assertion helpers report like the tests' own asserts: the values, not just a line.
+pytest.register_assert_rewrite("integrations._assertions", "tests.logging_scenarios")
+
 
 @pytest.fixture(autouse=True)
 def no_leaked_context() -> Iterator[None]:

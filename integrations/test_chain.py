@@ -8,6 +8,7 @@ import uuid
 import httpx
 import pytest
 
+from ._assertions import assert_generated_request_id_travels, assert_one_request_id_and_one_trace
 from ._mesh import Chain, call_chain
 from ._report import ISTIO_HEADERS, hop_agreement
 
@@ -73,22 +74,15 @@ def test_headers_reach_every_hop_verbatim(chain: Chain, client: httpx.Client, ca
 
 
 def test_flask_hop_forwards_through_httpx_client_too(chain: Chain, client: httpx.Client) -> None:
-    _, hops = call_chain(client, chain.entry_url, ISTIO_HEADERS, {"flask_client": "httpx"})
+    response, hops = call_chain(client, chain.entry_url, ISTIO_HEADERS, {"flask_client": "httpx"})
 
-    for hop in hops:
-        assert hop["received"] == ISTIO_HEADERS, hop["service"]
+    assert_one_request_id_and_one_trace(ISTIO_HEADERS, response, hops)
 
 
 def test_request_id_generated_at_the_edge_travels(chain: Chain, client: httpx.Client) -> None:
     response, hops = call_chain(client, chain.entry_url, {})
 
-    generated = hops[0]["request_id"]
-    assert hops[0]["received"] == {}
-    assert uuid.UUID(generated).version == 4
-    for hop in hops[1:]:
-        assert hop["received"] == {"x-request-id": generated}, hop["service"]
-        assert hop["request_id"] == generated
-    assert response.headers["x-request-id"] == generated
+    assert_generated_request_id_travels(response, hops)
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
@@ -146,7 +140,4 @@ async def test_concurrent_requests_never_cross(chain: Chain) -> None:
         assert response.status_code == 200
         hops = response.json()
         assert len(hops) == len(chain.hops)
-        for hop in hops:
-            assert hop["received"] == sent, (sent["x-request-id"], hop)
-            assert hop["request_id"] == hop["request_id_after_call"] == sent["x-request-id"]
-        assert response.headers["x-request-id"] == sent["x-request-id"]
+        assert_one_request_id_and_one_trace(sent, response, hops)

@@ -11,7 +11,6 @@ import os
 import socket
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ import grpc
 import httpx
 import pytest
 
+from ._assertions import assert_generated_request_id_travels, assert_one_request_id_and_one_trace
 from ._mesh import (
     HOST,
     STARTUP_TIMEOUT,
@@ -30,7 +30,7 @@ from ._mesh import (
     running_processes,
     wait_until_healthy,
 )
-from ._report import ISTIO_HEADERS, hop_agreement
+from ._report import ISTIO_HEADERS
 from .services._record import HEALTH_PATH
 from .services.grpc_service import HEALTH_METHOD
 
@@ -100,12 +100,6 @@ def grpc_chain() -> Iterator[Chain]:
             held.close()
 
 
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=10.0, trust_env=False) as outside_client:
-        yield outside_client
-
-
 def test_one_request_id_and_one_trace_across_http_grpc_http(
     grpc_chain: Chain, client: httpx.Client
 ) -> None:
@@ -113,12 +107,7 @@ def test_one_request_id_and_one_trace_across_http_grpc_http(
 
     assert [hop["service"] for hop in hops] == list(NAMES)
     assert [hop["framework"] for hop in hops] == ["FastAPI", "gRPC", "aiohttp"]
-    for hop in hops:
-        assert hop["received"] == ISTIO_HEADERS, hop["service"]
-        assert hop["request_id"] == hop["request_id_after_call"] == ISTIO_HEADERS["x-request-id"]
-        assert hop["trace_id"] == ISTIO_HEADERS["x-b3-traceid"]
-    assert all(hop_agreement(ISTIO_HEADERS, hops))
-    assert response.headers["x-request-id"] == ISTIO_HEADERS["x-request-id"]
+    assert_one_request_id_and_one_trace(ISTIO_HEADERS, response, hops)
 
 
 def test_a_request_id_generated_at_the_edge_crosses_grpc(
@@ -126,12 +115,7 @@ def test_a_request_id_generated_at_the_edge_crosses_grpc(
 ) -> None:
     response, hops = call_chain(client, grpc_chain.entry_url, {})
 
-    generated = hops[0]["request_id"]
-    assert uuid.UUID(generated).version == 4
-    for hop in hops[1:]:
-        assert hop["received"] == {"x-request-id": generated}, hop["service"]
-        assert hop["request_id"] == generated
-    assert response.headers["x-request-id"] == generated
+    assert_generated_request_id_travels(response, hops)
 
 
 async def test_concurrent_requests_never_cross_through_grpc(grpc_chain: Chain) -> None:
@@ -153,7 +137,4 @@ async def test_concurrent_requests_never_cross_through_grpc(grpc_chain: Chain) -
         assert response.status_code == 200
         hops = response.json()
         assert len(hops) == 3
-        for hop in hops:
-            assert hop["received"] == sent, (sent["x-request-id"], hop)
-            assert hop["request_id"] == hop["request_id_after_call"] == sent["x-request-id"]
-        assert response.headers["x-request-id"] == sent["x-request-id"]
+        assert_one_request_id_and_one_trace(sent, response, hops)
