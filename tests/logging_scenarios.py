@@ -7,6 +7,11 @@ handler, and the first finishes while the second is still in its own. Each handl
 whole sequence of lines its library wrote, so a line that names another request's id (the bug)
 shows in the diff. ``serve_requests(log)`` does both in this process; the access-log tests serve
 the same app from a real server.
+
+Two more scenarios, outside a server: ``log_received_then_traced(log)`` logs inside a request
+that came with a B3 trace, then inside a span of that trace; ``failed_request_error()`` is an
+exception marked as an adapter marks one its request's app raised, for the logging that happens
+after that request (maybe inside another).
 """
 
 from __future__ import annotations
@@ -17,14 +22,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from opentelemetry.sdk.trace import TracerProvider
 
+import meshprop
+from meshprop._snapshot import CURRENT, mark_exception
 from meshprop.asgi import ASGIApp, MeshPropMiddleware, Receive, Scope, Send
+from meshprop.otel import MeshPropagator
 
 INCOMING_ID = "incoming-7f3a"
 #: Not a valid x-request-id (a space): meshprop drops it and generates one.
 REJECTED_ID = "not valid"
 FIRST_ID = "overlap-first"
 SECOND_ID = "overlap-second"
+#: The B3 trace ``log_received_then_traced`` runs in, and the id of the request that failed.
+TRACE = "463ac35c9f6413ad48485a3953bb6124"
+SPAN = "a2fb4a1d1a96d312"
+FAILED_ID = "failed-request"
 #: The bound on every wait, so a broken handler fails the test instead of hanging it.
 WAIT_SECONDS = 10.0
 
@@ -100,3 +113,27 @@ def expected(served: Served, line: Callable[[str, str], str]) -> list[str]:
         line(FIRST_ID, "first: finished"),
         line(SECOND_ID, "second: finished"),
     ]
+
+
+def log_received_then_traced(log: Callable[[str], Any]) -> str:
+    """Log ``received`` in request ``abc`` (B3 ``TRACE``/``SPAN`` incoming), then ``traced``
+    inside a span started from that context; return the span's own id (16 hex digits)."""
+    tracer = TracerProvider().get_tracer("test")
+    with meshprop.bind({"x-request-id": "abc", "b3": f"{TRACE}-{SPAN}-1"}):
+        log("received")
+        with tracer.start_as_current_span(
+            "child", context=MeshPropagator().extract({"b3": f"{TRACE}-{SPAN}-1"})
+        ) as span:
+            log("traced")
+    return format(span.get_span_context().span_id, "016x")
+
+
+def failed_request_error() -> RuntimeError:
+    """An exception raised in request ``FAILED_ID``, marked with that request's snapshot; the
+    request is over when this returns, as it is when a server logs the app's exception."""
+    with meshprop.bind({"x-request-id": FAILED_ID}):
+        snapshot = CURRENT.get()
+        assert snapshot is not None
+        error = RuntimeError("boom")
+        mark_exception(error, snapshot)
+    return error

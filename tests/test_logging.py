@@ -11,16 +11,14 @@ from typing import Any
 
 import pytest
 from opentelemetry import context as otel_context
-from opentelemetry.sdk.trace import TracerProvider
 
 import meshprop
-from meshprop._snapshot import CURRENT, mark_exception, mark_request
+from meshprop._snapshot import CURRENT, mark_request
 from meshprop.logging import ContextFilter, ContextFormatter
 from meshprop.otel import MeshPropagator
-from tests.logging_scenarios import expected, serve_requests
+from tests import logging_scenarios as scenarios
+from tests.logging_scenarios import SPAN, TRACE
 
-TRACE = "463ac35c9f6413ad48485a3953bb6124"
-SPAN = "a2fb4a1d1a96d312"
 FORMAT = "%(request_id)s %(trace_id)s %(span_id)s %(message)s"
 
 
@@ -58,16 +56,8 @@ def test_inside_a_request_the_ids_that_came_in(log: tuple[logging.Logger, io.Str
 
 def test_an_active_span_gives_its_own_ids(log: tuple[logging.Logger, io.StringIO]) -> None:
     logger, stream = log
-    tracer = TracerProvider().get_tracer("test")
-    with (
-        meshprop.bind({"x-request-id": "abc", "b3": f"{TRACE}-{SPAN}-1"}),
-        tracer.start_as_current_span(
-            "child", context=MeshPropagator().extract({"b3": f"{TRACE}-{SPAN}-1"})
-        ) as span,
-    ):
-        logger.info("traced")
-    own_span = format(span.get_span_context().span_id, "016x")
-    assert lines(stream) == [f"abc {TRACE} {own_span} traced"]
+    own_span = scenarios.log_received_then_traced(logger.info)
+    assert lines(stream) == [f"abc {TRACE} {SPAN} received", f"abc {TRACE} {own_span} traced"]
 
 
 def test_a_request_served_by_opentelemetry_alone(log: tuple[logging.Logger, io.StringIO]) -> None:
@@ -88,11 +78,7 @@ def test_a_marked_exception_logged_after_the_request_keeps_its_id(
     log: tuple[logging.Logger, io.StringIO],
 ) -> None:
     logger, stream = log
-    with meshprop.bind({"x-request-id": "failed-request"}):
-        snapshot = CURRENT.get()
-        assert snapshot is not None
-        error = RuntimeError("boom")
-        mark_exception(error, snapshot)
+    error = scenarios.failed_request_error()
     try:
         raise error
     except RuntimeError:
@@ -106,11 +92,7 @@ def test_a_marked_exception_names_its_own_request_over_the_context(
     """A server may log a request's exception in a task that still holds another request's
     snapshot (uvicorn on a keep-alive connection): the exception's own id wins."""
     logger, stream = log
-    with meshprop.bind({"x-request-id": "failed-request"}):
-        snapshot = CURRENT.get()
-        assert snapshot is not None
-        error = RuntimeError("boom")
-        mark_exception(error, snapshot)
+    error = scenarios.failed_request_error()
     with meshprop.bind({"x-request-id": "earlier-request"}):
         try:
             raise error
@@ -182,11 +164,11 @@ async def test_the_readme_dict_config_logs_each_requests_own_id(
     logging.config.dictConfig(README_DICT_CONFIG)
     app_log = logging.getLogger("app")  # a child logger: its records reach the root's handler
     app_log.info("idle")
-    served = await serve_requests(app_log.info)
+    served = await scenarios.serve_requests(app_log.info)
     logged = capsys.readouterr().err.splitlines()
     assert [line for line in logged if "] app: " in line] == [  # not the test client's lines
         "INFO [- -] app: idle",
-        *expected(served, lambda id_, message: f"INFO [{id_} -] app: {message}"),
+        *scenarios.expected(served, lambda id_, message: f"INFO [{id_} -] app: {message}"),
     ]
 
 

@@ -6,15 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 from loguru import logger
-from opentelemetry.sdk.trace import TracerProvider
 
 import meshprop
-from meshprop._snapshot import CURRENT, mark_exception
-from meshprop.otel import MeshPropagator
-from tests.logging_scenarios import expected, serve_requests
+from tests import logging_scenarios as scenarios
+from tests.logging_scenarios import SPAN, TRACE
 
-TRACE = "463ac35c9f6413ad48485a3953bb6124"
-SPAN = "a2fb4a1d1a96d312"
 FORMAT = "{extra[request_id]} {extra[trace_id]} {extra[span_id]} {message}"
 
 
@@ -33,29 +29,21 @@ async def test_each_request_logs_its_own_id_also_when_requests_overlap(
     output: list[str],
 ) -> None:
     logger.info("idle")
-    served = await serve_requests(logger.info)
-    assert output == ["- - - idle", *expected(served, lambda rid, msg: f"{rid} - - {msg}")]
+    served = await scenarios.serve_requests(logger.info)
+    assert output == [
+        "- - - idle",
+        *scenarios.expected(served, lambda rid, msg: f"{rid} - - {msg}"),
+    ]
 
 
 def test_the_trace_ids_that_came_in_and_an_active_span_s(output: list[str]) -> None:
-    tracer = TracerProvider().get_tracer("test")
-    with meshprop.bind({"x-request-id": "abc", "b3": f"{TRACE}-{SPAN}-1"}):
-        logger.info("received")
-        with tracer.start_as_current_span(
-            "child", context=MeshPropagator().extract({"b3": f"{TRACE}-{SPAN}-1"})
-        ) as span:
-            logger.info("traced")
-    own_span = format(span.get_span_context().span_id, "016x")
+    own_span = scenarios.log_received_then_traced(logger.info)
     assert output == [f"abc {TRACE} {SPAN} received", f"abc {TRACE} {own_span} traced"]
 
 
 def test_a_marked_exception_names_its_own_request(output: list[str]) -> None:
     """As a server logs an app's exception: after its request, maybe inside another."""
-    with meshprop.bind({"x-request-id": "failed-request"}):
-        snapshot = CURRENT.get()
-        assert snapshot is not None
-        error = RuntimeError("boom")
-        mark_exception(error, snapshot)
+    error = scenarios.failed_request_error()
     with meshprop.bind({"x-request-id": "later-request"}):
         try:
             raise error

@@ -16,11 +16,8 @@ from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import Transport
 
 import meshprop
-from meshprop._snapshot import CURRENT, mark_exception
-from tests.logging_scenarios import REJECTED_ID, expected, serve_requests
-
-TRACE = "463ac35c9f6413ad48485a3953bb6124"
-SPAN = "a2fb4a1d1a96d312"
+from tests import logging_scenarios as scenarios
+from tests.logging_scenarios import REJECTED_ID, SPAN, TRACE
 
 
 class KeepingTransport(Transport):
@@ -67,10 +64,10 @@ async def test_each_event_is_tagged_with_its_own_request_also_when_requests_over
     events: list[dict[str, Any]],
 ) -> None:
     sentry_sdk.capture_message("idle")
-    served = await serve_requests(sentry_sdk.capture_message)
+    served = await scenarios.serve_requests(sentry_sdk.capture_message)
     assert [tagged(event) for event in events] == [
         "- idle",
-        *expected(served, lambda rid, msg: f"{rid} {msg}"),
+        *scenarios.expected(served, lambda rid, msg: f"{rid} {msg}"),
     ]
     assert ids(events[0]) == {}
     assert REJECTED_ID not in json.dumps(events)  # the rejected header is nowhere in any event
@@ -89,11 +86,7 @@ def test_the_trace_id_is_a_tag_too(events: list[dict[str, Any]]) -> None:
 
 def test_a_marked_exception_names_its_own_request(events: list[dict[str, Any]]) -> None:
     """As an error handler reports an app's exception: after its request, maybe in another."""
-    with meshprop.bind({"x-request-id": "failed-request"}):
-        snapshot = CURRENT.get()
-        assert snapshot is not None
-        error = RuntimeError("boom")
-        mark_exception(error, snapshot)
+    error = scenarios.failed_request_error()
     with meshprop.bind({"x-request-id": "later-request"}):
         sentry_sdk.capture_exception(error)
         try:

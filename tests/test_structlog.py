@@ -7,16 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
-from opentelemetry.sdk.trace import TracerProvider
 
 import meshprop
-from meshprop._snapshot import CURRENT, mark_exception
-from meshprop.otel import MeshPropagator
 from meshprop.structlog import add_context
-from tests.logging_scenarios import expected, serve_requests
-
-TRACE = "463ac35c9f6413ad48485a3953bb6124"
-SPAN = "a2fb4a1d1a96d312"
+from tests import logging_scenarios as scenarios
+from tests.logging_scenarios import SPAN, TRACE
 
 
 @pytest.fixture
@@ -46,25 +41,17 @@ async def test_each_request_logs_its_own_id_also_when_requests_overlap(
 ) -> None:
     log = structlog.get_logger()
     log.info("idle")
-    served = await serve_requests(log.info)
+    served = await scenarios.serve_requests(log.info)
     assert lines(output) == [
         "request_id='-' trace_id='-' span_id='-' event='idle'",
-        *expected(
+        *scenarios.expected(
             served, lambda rid, msg: f"request_id={rid!r} trace_id='-' span_id='-' event={msg!r}"
         ),
     ]
 
 
 def test_the_trace_ids_that_came_in_and_an_active_span_s(output: io.StringIO) -> None:
-    log = structlog.get_logger()
-    tracer = TracerProvider().get_tracer("test")
-    with meshprop.bind({"x-request-id": "abc", "b3": f"{TRACE}-{SPAN}-1"}):
-        log.info("received")
-        with tracer.start_as_current_span(
-            "child", context=MeshPropagator().extract({"b3": f"{TRACE}-{SPAN}-1"})
-        ) as span:
-            log.info("traced")
-    own_span = format(span.get_span_context().span_id, "016x")
+    own_span = scenarios.log_received_then_traced(structlog.get_logger().info)
     assert lines(output) == [
         f"request_id='abc' trace_id={TRACE!r} span_id={SPAN!r} event='received'",
         f"request_id='abc' trace_id={TRACE!r} span_id={own_span!r} event='traced'",
@@ -74,11 +61,7 @@ def test_the_trace_ids_that_came_in_and_an_active_span_s(output: io.StringIO) ->
 def test_a_marked_exception_names_its_own_request(output: io.StringIO) -> None:
     """As a server logs an app's exception: after its request, maybe inside another."""
     log = structlog.get_logger()
-    with meshprop.bind({"x-request-id": "failed-request"}):
-        snapshot = CURRENT.get()
-        assert snapshot is not None
-        error = RuntimeError("boom")
-        mark_exception(error, snapshot)
+    error = scenarios.failed_request_error()
     with meshprop.bind({"x-request-id": "later-request"}):
         try:
             raise error
