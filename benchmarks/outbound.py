@@ -90,10 +90,17 @@ class _Seen:
         return [] if value is None else [value]
 
 
-def _expect_forwarded(seen: _Seen, name: str, forwards: bool) -> None:
+def _checked(name: str, batch: Batch, seen: _Seen, forwards: bool) -> Batch:
+    """``batch``, once it has run one call: a variant that forwards must have sent the incoming
+    x-request-id exactly once, and the fake server must not have captured a request of its own;
+    a variant that fails either is not timed."""
+    batch(1)
     received = seen.received("x-request-id")
     if forwards and received != [_INCOMING_ID]:
         raise RuntimeError(f"{name}: x-request-id was not forwarded once (got {received!r})")
+    if seen.server_captured:
+        raise RuntimeError(f"{name}: the server the client calls is instrumented too")
+    return batch
 
 
 # --- httpx -------------------------------------------------------------------------------------
@@ -146,10 +153,7 @@ def _httpx_variants(stack: ExitStack, loop: asyncio.AbstractEventLoop | None) ->
             else:
                 stack.callback(lambda: loop.run_until_complete(client.aclose()))
                 timed = async_batch(loop, call)
-            batch = in_request(timed)
-            batch(1)
-            _expect_forwarded(seen, name, forwards)
-            return batch
+            return _checked(name, in_request(timed), seen, forwards)
 
         return Variant(name, build, needs=needs, around=around)
 
@@ -312,9 +316,7 @@ def _requests_variants(
             batch = in_request(sync_batch(lambda: call(session)))
             if instrument:
                 batch = _instrumented_requests(batch)
-            batch(1)
-            _expect_forwarded(seen, name, forwards)
-            return batch
+            return _checked(name, batch, seen, forwards)
 
         return Variant(name, build, needs=needs, around=around)
 
@@ -482,12 +484,7 @@ def aiohttp_variants(stack: ExitStack, loop: asyncio.AbstractEventLoop) -> list[
                 async with session.get(target, headers=headers) as response:
                     await response.read()
 
-            batch = in_request(async_batch(loop, call))
-            batch(1)
-            _expect_forwarded(seen, name, forwards)
-            if seen.server_captured:
-                raise RuntimeError(f"{name}: the server the client calls is instrumented too")
-            return batch
+            return _checked(name, in_request(async_batch(loop, call)), seen, forwards)
 
         return Variant(name, build, needs=needs, around=around)
 
