@@ -50,9 +50,8 @@ class _History:
             return
         if own is None and fresh and oracle.UUID4.fullmatch(str(seen)):
             return
-        figures.count(cross_talk=1)
         what = "an earlier id on the same thread" if stale else "another request's id"
-        figures.violations.add(f"request saw {what}", f"{example}: saw {seen!r}")
+        figures.cross_talk_found(f"request saw {what}", f"{example}: saw {seen!r}")
 
 
 def _stream(server: Server, own: str, history: _History, figures: Figures) -> None:
@@ -180,9 +179,7 @@ def run(
     with running([(kind, "default") for kind in kinds], threads=THREADS) as servers:
         for server in servers.servers:
             deadline = time.monotonic() + seconds / len(kinds)
-            try:
+            with figures.harness_failure_on(server.kind, server.label):
                 run_on(servers, server, requests, clients, figures, deadline)
-            except Exception as error:
-                figures.error(f"harness failed on {server.kind}", f"{server.label}: {error!r}")
     figures.seconds = time.monotonic() - started
     return figures

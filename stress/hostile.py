@@ -450,7 +450,5 @@ def run(
 def _guarded(
     running: Running, server: Server, cases: Sequence[Case], figures: Figures, deadline: float
 ) -> None:
-    try:
+    with figures.harness_failure_on(server.kind, server.label):  # not lost in the thread
         run_on(running, server, cases, figures, deadline)
-    except Exception as error:  # a harness failure is reported, never lost in a thread
-        figures.error(f"harness failed on {server.kind}", f"{server.label}: {error!r}")

@@ -68,8 +68,7 @@ async def _one(
         observed["carried"] = answer["carried"]
     wrong = {key: value for key, value in observed.items() if value != own}
     if wrong:
-        figures.count(cross_talk=1)
-        figures.violations.add(
+        figures.cross_talk_found(
             f"cross-talk on {server.kind}: {', '.join(sorted(wrong))}", f"{example}: {wrong}"
         )
 
@@ -136,9 +135,7 @@ def run(
     with running([(kind, "default") for kind in kinds]) as servers:
         deadline = time.monotonic() + seconds
         for server in servers.servers:
-            try:
+            with figures.harness_failure_on(server.kind, server.label):
                 run_on(servers, server, count, rounds, call_every, figures, deadline)
-            except Exception as error:
-                figures.error(f"harness failed on {server.kind}", f"{server.label}: {error!r}")
     figures.seconds = time.monotonic() - started
     return figures

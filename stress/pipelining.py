@@ -82,8 +82,7 @@ def _judge(
     if answer["traceparent"] != traceparent:
         wrong["traceparent"] = answer["traceparent"]
     if wrong:
-        figures.count(cross_talk=1)
-        figures.violations.add(
+        figures.cross_talk_found(
             f"pipelined request saw another's: {', '.join(sorted(wrong))}", f"{example}: {wrong}"
         )
 
@@ -134,9 +133,7 @@ def run(
     with running([(kind, "default") for kind in kinds]) as servers:
         deadline = time.monotonic() + seconds
         for server in servers.servers:
-            try:
+            with figures.harness_failure_on(server.kind, server.label):
                 run_on(servers, server, connections, depth, figures, deadline)
-            except Exception as error:
-                figures.error(f"harness failed on {server.kind}", f"{server.label}: {error!r}")
     figures.seconds = time.monotonic() - started
     return figures

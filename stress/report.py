@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +74,20 @@ class Figures:
     def error(self, kind: str, example: str) -> None:
         self.count(errors=1)
         self.violations.add("error: " + kind, example)
+
+    def cross_talk_found(self, kind: str, example: str) -> None:
+        """A request saw another request's ids (or an earlier one's): counted, and kept."""
+        self.count(cross_talk=1)
+        self.violations.add(kind, example)
+
+    @contextlib.contextmanager
+    def harness_failure_on(self, server_kind: str, server_label: str) -> Iterator[None]:
+        """A failure of the harness itself on one server is reported as an error of that
+        server, never lost, and the part goes on with the next server."""
+        try:
+            yield
+        except Exception as error:
+            self.error(f"harness failed on {server_kind}", f"{server_label}: {error!r}")
 
     @property
     def failed(self) -> bool:
