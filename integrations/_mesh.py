@@ -151,6 +151,22 @@ def running_processes() -> Iterator[_Processes]:
             processes.stop_all()
 
 
+def start_hop(
+    processes: _Processes, hop: Hop, listener: socket.socket, next_url: str | None = None
+) -> None:
+    """Start ``python -m integrations.services`` for ``hop``, serving on ``listener`` (handed
+    over by file descriptor) and calling ``next_url``; it exits if this process goes away."""
+    argv = [
+        sys.executable, "-m", "integrations.services", hop.framework,
+        "--name", hop.name,
+        "--fd", str(listener.fileno()),
+        "--parent-pid", str(os.getpid()),
+    ]  # fmt: skip
+    if next_url is not None:
+        argv += ["--next", next_url]
+    processes.start(hop.name, argv, pass_fds=[listener.fileno()])
+
+
 @contextlib.contextmanager
 def running_chain(
     frameworks: Sequence[str] = ISTIO_CHAIN,
@@ -169,16 +185,9 @@ def running_chain(
             for name, framework, url in zip(names, frameworks, urls, strict=True)
         )
         with running_processes() as processes:
-            for index, (hop, listener) in enumerate(zip(hops, listeners, strict=True)):
-                argv = [
-                    sys.executable, "-m", "integrations.services", hop.framework,
-                    "--name", hop.name,
-                    "--fd", str(listener.fileno()),
-                    "--parent-pid", str(os.getpid()),
-                ]  # fmt: skip
-                if index + 1 < len(hops):
-                    argv += ["--next", hops[index + 1].url]
-                processes.start(hop.name, argv, pass_fds=[listener.fileno()])
+            next_urls = [hop.url for hop in hops[1:]] + [None]
+            for hop, listener, next_url in zip(hops, listeners, next_urls, strict=True):
+                start_hop(processes, hop, listener, next_url)
             # The children hold the sockets now; closing ours keeps only theirs open.
             for listener in listeners:
                 listener.close()

@@ -7,7 +7,6 @@ test -> [nginx ->] Flask (publishes) -> Redis -> Celery worker (the task) -> aio
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from collections.abc import Iterator
@@ -20,9 +19,11 @@ from ._assertions import assert_generated_request_id_travels, assert_one_request
 from ._celery import Worker, running_redis, running_workers
 from ._mesh import (
     HOST,
+    Hop,
     call_chain,
     listening_socket,
     running_processes,
+    start_hop,
     wait_until_healthy,
 )
 from ._report import ISTIO_HEADERS
@@ -42,15 +43,7 @@ def queue_chain() -> Iterator[str]:
             try:
                 recorder_url = f"http://{HOST}:{recorder.getsockname()[1]}"
                 producer_url = f"http://{HOST}:{producer.getsockname()[1]}"
-                processes.start(
-                    "ratings",
-                    [
-                        sys.executable, "-m", "integrations.services", "aiohttp",
-                        "--name", "ratings", "--fd", str(recorder.fileno()),
-                        "--parent-pid", str(os.getpid()),
-                    ],
-                    pass_fds=[recorder.fileno()],
-                )  # fmt: skip
+                start_hop(processes, Hop("ratings", "aiohttp", recorder_url), recorder)
                 processes.start(
                     "productpage",
                     [

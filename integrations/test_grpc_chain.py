@@ -7,9 +7,7 @@ interceptors; the gRPC handler calls an aiohttp service with ``meshprop.httpx.Cl
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -28,6 +26,7 @@ from ._mesh import (
     call_chain,
     listening_socket,
     running_processes,
+    start_hop,
     wait_until_healthy,
 )
 from ._report import ISTIO_HEADERS
@@ -79,15 +78,7 @@ def grpc_chain() -> Iterator[Chain]:
         )
         with running_processes() as processes:
             for hop, held, next_hop in hops:
-                argv = [
-                    sys.executable, "-m", "integrations.services", hop.framework,
-                    "--name", hop.name,
-                    "--fd", str(held.fileno()),
-                    "--parent-pid", str(os.getpid()),
-                ]  # fmt: skip
-                if next_hop is not None:
-                    argv += ["--next", next_hop]
-                processes.start(hop.name, argv, pass_fds=[held.fileno()])
+                start_hop(processes, hop, held, next_hop)
             for _, held, _ in hops:
                 held.close()
             wait_until_grpc_answers(target, processes, STARTUP_TIMEOUT)
