@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
-import threading
 from typing import Any
 
-from integrations.services.__main__ import _exit_with_parent
+from integrations._parent_watch import exit_with_parent
 
 from . import apps
 
@@ -133,7 +132,7 @@ def main() -> None:
     parser.add_argument("--parent-pid", type=int)
     args = parser.parse_args()
     if args.parent_pid is not None:
-        threading.Thread(target=_exit_with_parent, args=(args.parent_pid,), daemon=True).start()
+        exit_with_parent(args.parent_pid)
     serve(args.kind, socket.socket(fileno=args.fd), args.config, args.threads)
 
 

@@ -5,15 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import threading
-import time
 
-
-def _exit_with_parent(parent_pid: int) -> None:
-    """Stop when the launcher is gone, so a killed test run leaves no server behind."""
-    while os.getppid() == parent_pid:
-        time.sleep(0.5)
-    os._exit(0)
+from .._parent_watch import exit_with_parent
 
 
 def main() -> None:
@@ -26,7 +19,7 @@ def main() -> None:
     parser.add_argument("--parent-pid", type=int)
     args = parser.parse_args()
     if args.parent_pid is not None:
-        threading.Thread(target=_exit_with_parent, args=(args.parent_pid,), daemon=True).start()
+        exit_with_parent(args.parent_pid)
     if args.propagators:
         # Read by opentelemetry.propagate at import: the stock entry-point loading is exercised.
         os.environ["OTEL_PROPAGATORS"] = args.propagators

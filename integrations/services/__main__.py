@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import socket
-import threading
-import time
+
+from .._parent_watch import exit_with_parent
 
 #: Framework name -> the module that serves it.
 SERVICES = {
@@ -21,13 +20,6 @@ SERVICES = {
     "grpc": "integrations.services.grpc_service",
     "fastapi-grpc": "integrations.services.fastapi_grpc_service",
 }
-
-
-def _exit_with_parent(parent_pid: int) -> None:
-    """Stop when the launcher is gone, so a killed test run leaves no server behind."""
-    while os.getppid() == parent_pid:
-        time.sleep(0.5)
-    os._exit(0)
 
 
 def main() -> None:
@@ -40,8 +32,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.parent_pid is not None:
-        watch = threading.Thread(target=_exit_with_parent, args=(args.parent_pid,), daemon=True)
-        watch.start()
+        exit_with_parent(args.parent_pid)
     listener = socket.socket(fileno=args.fd)
     module = importlib.import_module(SERVICES[args.framework])
     module.serve(args.name, args.next_url, listener)

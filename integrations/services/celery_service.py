@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import threading
 from typing import Any
 
 import waitress  # type: ignore[import-untyped]
@@ -27,7 +26,7 @@ import meshprop.celery
 import meshprop.requests
 import meshprop.wsgi
 
-from .__main__ import _exit_with_parent
+from .._parent_watch import exit_with_parent
 from ._record import CHAIN_PATH, HEALTH_PATH, HopRecord, finish_record, hop_record
 
 QUEUE = "chain"
@@ -70,8 +69,7 @@ def call_next(next_url: str | None, params: dict[str, str]) -> list[HopRecord]:
 @signals.worker_init.connect(weak=False)
 def _stop_with_the_test_run(**_: Any) -> None:
     """A worker whose launcher is gone stops too."""
-    watch = threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True)
-    watch.start()
+    exit_with_parent(os.getppid())
 
 
 def build_app(name: str, next_url: str | None) -> Flask:
@@ -100,7 +98,7 @@ def main() -> None:
     parser.add_argument("--next", dest="next_url", help="base URL of the hop the task calls")
     args = parser.parse_args()
 
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    exit_with_parent(os.getppid())
     app.conf.update(broker_url=args.broker, result_backend=args.broker)
     listener = socket.socket(fileno=args.fd)
     waitress.serve(build_app(args.name, args.next_url), sockets=[listener], threads=8, _quiet=True)
