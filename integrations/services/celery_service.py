@@ -18,16 +18,15 @@ import os
 import socket
 from typing import Any
 
-import waitress  # type: ignore[import-untyped]
 from celery import Celery, current_task, signals
-from flask import Flask, Response, jsonify, request
+from flask import Flask, request
 
 import meshprop.celery
 import meshprop.requests
-import meshprop.wsgi
 
 from .._parent_watch import exit_with_parent
-from ._record import CHAIN_PATH, HEALTH_PATH, HopRecord, finish_record, hop_record
+from ._record import CHAIN_PATH, HopRecord, finish_record, hop_record
+from .flask_service import build_hop, serve_app
 
 QUEUE = "chain"
 RESULT_TIMEOUT = 20.0
@@ -73,21 +72,14 @@ def _stop_with_the_test_run(**_: Any) -> None:
 
 
 def build_app(name: str, next_url: str | None) -> Flask:
-    flask_app = Flask(name)
-    flask_app.wsgi_app = meshprop.wsgi.MeshPropMiddleware(flask_app.wsgi_app)  # type: ignore[method-assign]
+    """The hop that publishes ``call_next`` and waits for what the task answered."""
 
-    @flask_app.get(HEALTH_PATH)
-    def health() -> str:
-        return "ok"
-
-    @flask_app.get(CHAIN_PATH)
-    def chain() -> Response:
-        record = hop_record(name, "Flask", "waitress", request.headers.items())
+    def publish_and_wait() -> list[HopRecord]:
         result = call_next.delay(next_url, request.args.to_dict())
-        downstream = result.get(timeout=RESULT_TIMEOUT)
-        return jsonify(finish_record(record, downstream))
+        downstream: list[HopRecord] = result.get(timeout=RESULT_TIMEOUT)
+        return downstream
 
-    return flask_app
+    return build_hop(name, publish_and_wait)
 
 
 def main() -> None:
@@ -100,8 +92,7 @@ def main() -> None:
 
     exit_with_parent(os.getppid())
     app.conf.update(broker_url=args.broker, result_backend=args.broker)
-    listener = socket.socket(fileno=args.fd)
-    waitress.serve(build_app(args.name, args.next_url), sockets=[listener], threads=8, _quiet=True)
+    serve_app(build_app(args.name, args.next_url), socket.socket(fileno=args.fd))
 
 
 if __name__ == "__main__":
