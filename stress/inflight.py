@@ -67,10 +67,7 @@ async def _one(
     if call:
         observed["carried"] = answer["carried"]
     wrong = {key: value for key, value in observed.items() if value != own}
-    if wrong:
-        figures.cross_talk_found(
-            f"cross-talk on {server.kind}: {', '.join(sorted(wrong))}", f"{example}: {wrong}"
-        )
+    figures.cross_talk_in(f"cross-talk on {server.kind}", example, wrong)
 
 
 async def _round(

@@ -81,10 +81,7 @@ def _judge(
     wrong = {key: value for key, value in observed.items() if value != own}
     if answer["traceparent"] != traceparent:
         wrong["traceparent"] = answer["traceparent"]
-    if wrong:
-        figures.cross_talk_found(
-            f"pipelined request saw another's: {', '.join(sorted(wrong))}", f"{example}: {wrong}"
-        )
+    figures.cross_talk_in("pipelined request saw another's", example, wrong)
 
 
 async def _all(

@@ -80,6 +80,12 @@ class Figures:
         self.count(cross_talk=1)
         self.violations.add(kind, example)
 
+    def cross_talk_in(self, kind: str, example: str, wrong: Mapping[str, object]) -> None:
+        """``wrong``, the fields of one answer that do not hold the request's own ids: if any,
+        one cross-talk, kept as ``kind: field, field``."""
+        if wrong:
+            self.cross_talk_found(f"{kind}: {', '.join(sorted(wrong))}", f"{example}: {wrong}")
+
     @contextlib.contextmanager
     def harness_failure_on(self, server_kind: str, server_label: str) -> Iterator[None]:
         """A failure of the harness itself on one server is reported as an error of that
