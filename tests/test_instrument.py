@@ -8,6 +8,7 @@ imported (here, before ``instrument()`` runs).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,13 +32,20 @@ def server() -> Iterator[RecordingServer]:
         yield running
 
 
-@pytest.fixture
-def instrumented() -> Iterator[None]:
-    meshprop.instrument()
+@contextlib.contextmanager
+def instrumented_with(config: meshprop.Config | None = None) -> Iterator[None]:
+    """``instrument(config)`` for the ``with`` block, undone after it, also when it fails."""
+    meshprop.instrument(config)
     try:
         yield
     finally:
         meshprop.uninstrument()
+
+
+@pytest.fixture
+def instrumented() -> Iterator[None]:
+    with instrumented_with():
+        yield
 
 
 def call(name: str, url: str) -> int:
@@ -72,12 +80,8 @@ def test_outside_a_request_nothing_is_added(server: RecordingServer, name: str) 
 
 @pytest.mark.parametrize("name", ALL_CALLS)
 def test_a_host_outside_the_scope_gets_nothing(server: RecordingServer, name: str) -> None:
-    meshprop.instrument(meshprop.Config(scope=["*.svc.cluster.local"]))
-    try:
-        with meshprop.bind(INBOUND):
-            assert call(name, server.url + "/a") == 200
-    finally:
-        meshprop.uninstrument()
+    with instrumented_with(meshprop.Config(scope=["*.svc.cluster.local"])), meshprop.bind(INBOUND):
+        assert call(name, server.url + "/a") == 200
     assert forwarded(server) == []
 
 
@@ -88,12 +92,8 @@ def test_each_redirect_hop_is_decided_again(server: RecordingServer, name: str) 
     port = server.url.rsplit(":", 1)[1]
     server.redirects["/out"] = f"http://localhost:{port}/back"
     server.redirects["/back"] = f"{server.url}/end"
-    meshprop.instrument(meshprop.Config(scope=["127.0.0.1"]))
-    try:
-        with meshprop.bind(INBOUND):
-            assert call(name, server.url + "/out") == 200
-    finally:
-        meshprop.uninstrument()
+    with instrumented_with(meshprop.Config(scope=["127.0.0.1"])), meshprop.bind(INBOUND):
+        assert call(name, server.url + "/out") == 200
     paths = [received.path for received in server.received]
     assert paths == ["/out", "/back", "/end"]
     assert len(forwarded(server, 0)) == 2
@@ -141,15 +141,12 @@ def test_uninstrument_restores_every_attribute_exactly() -> None:
 def test_a_meshprop_client_in_an_instrumented_process_adds_each_header_once(
     server: RecordingServer,
 ) -> None:
-    meshprop.instrument()
-    try:
+    with instrumented_with():
         with meshprop.bind(INBOUND), meshprop.httpx.Client() as client:
             client.get(server.url + "/a")
         with meshprop.bind(INBOUND), meshprop.requests.Session() as session:
             session.trust_env = False
             session.get(server.url + "/b")
-    finally:
-        meshprop.uninstrument()
     for index in (0, 1):
         assert sorted(forwarded(server, index)) == [
             ("traceparent", TRACEPARENT),
@@ -158,9 +155,8 @@ def test_a_meshprop_client_in_an_instrumented_process_adds_each_header_once(
 
 
 def test_threads_and_executors_carry_the_submitters_context() -> None:
-    meshprop.instrument()
     seen: list[str | None] = []
-    try:
+    with instrumented_with():
         with meshprop.bind(INBOUND):
             thread = threading.Thread(target=lambda: seen.append(meshprop.request_id()))
             thread.start()
@@ -174,8 +170,6 @@ def test_threads_and_executors_carry_the_submitters_context() -> None:
             seen.append(asyncio.run(in_executor()))
         with ThreadPoolExecutor(1) as executor:
             seen.append(executor.submit(meshprop.request_id).result(10))  # outside: none
-    finally:
-        meshprop.uninstrument()
     assert seen == ["req-1", "req-1", "req-1", None]
 
 
