@@ -97,3 +97,13 @@ def nearer(deadline_at: float | None, seconds: float) -> float:
     caller's wait is known twice, the shorter is the one it keeps."""
     other_at = at(seconds)
     return other_at if deadline_at is None or other_at < deadline_at else deadline_at
+
+
+def nothing_left_message(method: str, url: str) -> str:
+    """The message of the timeout error a client raises instead of making a call once the
+    caller's deadline has passed: it names the deadline, so the error is not taken for the
+    destination being slow."""
+    return (
+        f"{method} {url} was not sent: nothing is left of the caller's deadline "
+        f"({EXPECTED_TIMEOUT} / {GRPC_TIMEOUT}; meshprop caps timeouts with cap_timeouts)"
+    )

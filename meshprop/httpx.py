@@ -10,6 +10,11 @@ headers and passes through the request event hooks: there the headers meshprop a
 in the request's ``extensions``, which httpx hands on to every hop) are taken off, and added
 again only if the hop's host is inside the scope. ``response.next_request``, sent by hand, is
 such a hop too.
+
+With ``Config.cap_timeouts``, the same request hook caps each hop's timeout (the four values
+httpx keeps in ``extensions["timeout"]``) to what is left of the caller's deadline, just before
+the hop goes out, and raises ``httpx.ConnectTimeout`` instead of sending a hop when nothing is
+left. It caps every destination, inside the propagation scope or not.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._config import Config
+from ._deadline import capped, nothing_left_message, time_left_for_call
 from ._extras import require
 from ._instrument import active_plan
 from ._outbound import (
@@ -124,6 +130,27 @@ def _forward(request: httpx.Request, plan: Plan) -> None:
         _record(request, plan, added)
 
 
+_TIMEOUT_KINDS = ("connect", "read", "write", "pool")
+
+
+def _cap_timeout(request: httpx.Request, plan: Plan) -> None:
+    """Lower each of the hop's timeouts to what is left of the caller's deadline (a new dict:
+    the old one may be the caller's, or an earlier hop's); with nothing left, fail as httpx
+    does when it cannot connect in time, before any connection is made."""
+    left = time_left_for_call(plan)
+    if left is None:
+        return
+    if left <= 0.0:
+        message = nothing_left_message(request.method, str(request.url))
+        raise httpx.ConnectTimeout(message, request=request)
+    extensions = request.extensions
+    timeouts: Mapping[str, Any] = extensions.get("timeout") or {}
+    extensions["timeout"] = {
+        **timeouts,
+        **{kind: capped(timeouts.get(kind), left) for kind in _TIMEOUT_KINDS},
+    }
+
+
 def is_decided(request: httpx.Request) -> bool:
     """Whether meshprop decided this very request (hop) what to forward."""
     state = request.extensions.get(_STATE)
@@ -145,17 +172,20 @@ class _Forwarding:
     def _meshprop_install(self, config: Config | None, is_async: bool) -> None:
         self._meshprop_plan = plan = plan_for(config)
 
-        def redirect_hop(request: httpx.Request) -> None:
-            # A hop of a request build_request decided (the first hop is decided already).
+        def each_hop(request: httpx.Request) -> None:
+            # A redirect hop of a request build_request decided (the first hop is decided
+            # already); every hop's timeout is capped here, as it goes out.
             state = request.extensions.get(_STATE)
             if state is not None and state[0] != id(request):
                 _forward(request, plan)
+            if plan.cap_timeouts:
+                _cap_timeout(request, plan)
 
-        async def async_redirect_hop(request: httpx.Request) -> None:
-            redirect_hop(request)
+        async def async_each_hop(request: httpx.Request) -> None:
+            each_hop(request)
 
         hooks = self.event_hooks["request"]  # type: ignore[attr-defined]
-        hooks.append(async_redirect_hop if is_async else redirect_hop)
+        hooks.append(async_each_hop if is_async else each_hop)
 
     def build_request(self, *args: Any, **kwargs: Any) -> httpx.Request:
         request: httpx.Request = super().build_request(*args, **kwargs)  # type: ignore[misc]
@@ -193,12 +223,15 @@ class AsyncClient(_Forwarding, httpx.AsyncClient):
 
 
 def _instrumented_hop(request: httpx.Request) -> None:
-    """A plain client's request or redirect hop that no earlier step decided."""
+    """A plain client's request or redirect hop that no earlier step decided (a drop-in
+    client's hops follow that client's Config)."""
     plan = active_plan()
     if plan is not None:
         state = request.extensions.get(_STATE)
         if state is None or state[0] != id(request):
             _forward(request, plan)
+            if plan.cap_timeouts:
+                _cap_timeout(request, plan)
 
 
 async def _instrumented_hop_async(request: httpx.Request) -> None:
