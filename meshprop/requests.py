@@ -9,6 +9,11 @@ that copy is what was sent (``response.request``), as requests itself does for r
 A redirect hop starts as a copy of the previous hop, headers included, so the headers meshprop
 added are taken off again in ``rebuild_auth`` (where requests takes off ``Authorization`` when
 the host changes); ``send`` then adds them anew only if the next host is inside the scope.
+
+With ``Config.cap_timeouts``, ``send`` also caps the ``timeout`` it is given to what is left of
+the caller's deadline (every hop: redirects are sent with ``send`` too), and raises
+``requests.exceptions.ConnectTimeout`` instead of sending when nothing is left. It caps every
+destination, inside the propagation scope or not.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from operator import itemgetter
 from typing import Any
 
 from ._config import Config
+from ._deadline import capped, nothing_left_message, time_left_for_call
 from ._extras import require
 from ._http_client import decided_above
 from ._instrument import active_plan
@@ -40,7 +46,7 @@ require("requests", "requests")
 import requests  # noqa: E402
 from requests import PreparedRequest, Response  # noqa: E402
 from requests.structures import CaseInsensitiveDict  # noqa: E402
-from urllib3.util import parse_url  # noqa: E402
+from urllib3.util import Timeout, parse_url  # noqa: E402
 
 __all__ = ["Session"]
 
@@ -80,7 +86,10 @@ class Session(requests.Session):
         return prepared
 
     def send(self, request: PreparedRequest, **kwargs: Any) -> Response:
-        return super().send(_to_send(request, self._meshprop_plan), **kwargs)
+        plan = self._meshprop_plan
+        if plan.cap_timeouts:
+            _cap_timeout(request, kwargs, plan)
+        return super().send(_to_send(request, plan), **kwargs)
 
     def rebuild_auth(self, prepared_request: PreparedRequest, response: Response) -> None:
         super().rebuild_auth(prepared_request, response)  # type: ignore[no-untyped-call]
@@ -136,6 +145,38 @@ def _to_send(request: PreparedRequest, plan: Plan) -> PreparedRequest:
     return request
 
 
+def _cap_timeout(request: PreparedRequest, send_kwargs: dict[str, Any], plan: Plan) -> None:
+    """Lower the ``timeout`` in ``send_kwargs`` to what is left of the caller's deadline; with
+    nothing left, fail as requests does when it cannot connect in time, before connecting."""
+    left = time_left_for_call(plan)
+    if left is None:
+        return
+    if left <= 0.0:
+        message = nothing_left_message(str(request.method), str(request.url))
+        raise requests.exceptions.ConnectTimeout(message, request=request)
+    send_kwargs["timeout"] = _capped_timeout(send_kwargs.get("timeout"), left)
+
+
+def _capped_timeout(timeout: Any, left: float) -> Any:
+    """Any timeout requests takes, lowered to ``left`` and of the same kind: a number or None
+    (both connect and read), a ``(connect, read)`` pair, or a urllib3 ``Timeout``, copied, whose
+    ``total`` bounds connect and read together. Anything else is left for requests to refuse."""
+    if isinstance(timeout, Timeout):
+        own = timeout.clone()
+        total = own.total if isinstance(own.total, (int, float)) else None  # or "the default"
+        own.total = capped(total, left)
+        return own
+    if isinstance(timeout, tuple):
+        return tuple(_capped_seconds(part, left) for part in timeout)
+    return _capped_seconds(timeout, left)
+
+
+def _capped_seconds(seconds: Any, left: float) -> Any:
+    if seconds is None or (isinstance(seconds, (int, float)) and not isinstance(seconds, bool)):
+        return capped(seconds, left)
+    return seconds
+
+
 def _record(
     request: PreparedRequest, sent: PreparedRequest, added: Mapping[str, str], in_scope: bool
 ) -> None:
@@ -169,6 +210,8 @@ def patched_send(original: Any) -> Any:
         if plan is None:
             response: Response = original(self, request, **kwargs)
             return response
+        if plan.cap_timeouts:
+            _cap_timeout(request, kwargs, plan)
         token = decided_above.set(True)
         try:
             response = original(self, _to_send(request, plan), **kwargs)
