@@ -163,7 +163,7 @@ def _capped_timeout(timeout: Any, left: float) -> Any:
     ``total`` bounds connect and read together. Anything else is left for requests to refuse."""
     if isinstance(timeout, Timeout):
         own = timeout.clone()
-        total = own.total if isinstance(own.total, (int, float)) else None  # or "the default"
+        total = own.total if isinstance(own.total, (int, float)) else None  # None or "default"
         own.total = capped(total, left)
         return own
     if isinstance(timeout, tuple):
