@@ -2,7 +2,9 @@
 
 Like Envoy, it passes the trace headers through untouched and sets ``x-request-id`` when the
 request came without one (nginx's own ``$request_id``: 32 hex digits, not a UUID, which is
-exactly the kind of id meshprop must accept as it is).
+exactly the kind of id meshprop must accept as it is). With a route timeout it also acts as
+Envoy's router does with one: it tells the app the timeout in ``x-envoy-expected-rq-timeout-ms``
+and answers 504 itself once the app has taken longer.
 """
 
 from __future__ import annotations
@@ -40,14 +42,20 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header X-Request-Id $mesh_request_id;
+{route_timeout}
         }}
     }}
 }}
 """
 
 
+_ROUTE_TIMEOUT = """\
+            proxy_set_header X-Envoy-Expected-Rq-Timeout-Ms {milliseconds};
+            proxy_read_timeout {milliseconds}ms;"""
+
+
 @contextlib.contextmanager
-def running_sidecar(upstream_url: str) -> Iterator[str]:
+def running_sidecar(upstream_url: str, *, route_timeout_ms: int | None = None) -> Iterator[str]:
     """Run nginx proxying to ``upstream_url`` (``http://127.0.0.1:PORT``); yield its base URL."""
     binary = debian_binary("nginx", package="nginx")
     upstream = urlsplit(upstream_url)
@@ -62,6 +70,9 @@ def running_sidecar(upstream_url: str) -> Iterator[str]:
                 host=HOST,
                 port=port,
                 upstream=f"{upstream.scheme}://{upstream.netloc}",
+                route_timeout=""
+                if route_timeout_ms is None
+                else _ROUTE_TIMEOUT.format(milliseconds=route_timeout_ms),
             )
         )
         processes.start(

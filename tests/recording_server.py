@@ -85,7 +85,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         delay = self.server.delays.get(path)
         if delay is not None and self.server.stopping.wait(delay):
-            return  # stopped while waiting: no answer
+            self.close_connection = True  # stopped while waiting: no answer, the client sees EOF
+            return
         location = self.server.redirects.get(path)
         if location is not None:
             self.send_response(302)
