@@ -4,19 +4,31 @@ connection sends, so ``urllib.request``, urllib3 and requests forward them too.
 The names a request's caller put are recorded as they are put (``putheader``), and the missing
 forwarded headers are put last, just before the headers end (``endheaders``), judged by the
 connection's host: a redirect is a new request, decided again.
+
+With ``Config.cap_timeouts``, the connect and the send (``endheaders``) and the wait for the
+response (``getresponse``) each get no more than what is left of the caller's deadline, so they
+fail with the socket's own ``TimeoutError``, which urllib3 and ``urllib.request`` report as they
+report any timeout.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
+from ._deadline import capped, time_left_for_call
 from ._instrument import active_plan
 from ._outbound import RECORDERS, headers_for_host, names_to_add, record_call
+from ._plan import Plan
 
 #: The names put so far on the request a connection is building (an attribute of ours).
 _PUT_NAMES = "_meshprop_put_names"
+
+#: Set on a connection whose socket timeout meshprop lowered for one request (an attribute of
+#: ours): the next request puts the connection's own timeout back.
+_CAPPED_SOCKET = "_meshprop_capped_socket"
 
 #: True while a client above http.client (requests' ``Session.send``) has decided the request's
 #: headers itself: it knows what its caller removed, which http.client cannot see.
@@ -60,6 +72,72 @@ def endheaders(original: Callable[..., None]) -> Callable[..., None]:
                 added_headers = {name: forwarded[name] for name in added} if forwarded else {}
                 method = getattr(self, "_method", None)
                 record_call("http.client", method, destination, added_headers, in_scope)
-        original(self, *args, **kwargs)
+        if plan is not None and plan.cap_timeouts:
+            _end_within_deadline(self, plan, lambda: original(self, *args, **kwargs))
+        else:
+            original(self, *args, **kwargs)
 
     return patched
+
+
+def getresponse(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def patched(self: Any) -> Any:
+        plan = active_plan()
+        if plan is not None and plan.cap_timeouts:
+            _cap_the_wait(self, plan)
+        return original(self)
+
+    return patched
+
+
+def _end_within_deadline(connection: Any, plan: Plan, end: Callable[[], None]) -> None:
+    """End the headers (which connects a new connection and sends the request) within what is
+    left: the connection's timeout is lowered for the connect only (it is the caller's
+    setting, kept for its next requests), the socket's for this request."""
+    left = time_left_for_call(plan)
+    sock = connection.sock
+    if left is None:
+        if sock is not None and connection.__dict__.pop(_CAPPED_SOCKET, False):
+            sock.settimeout(_own_timeout(connection))
+        end()
+        return
+    if left == 0.0:
+        raise _nothing_left()
+    own = connection.timeout
+    limit = capped(_own_timeout(connection), left)
+    if sock is not None:
+        sock.settimeout(limit)
+    connection.__dict__[_CAPPED_SOCKET] = True
+    connection.timeout = limit
+    try:
+        end()
+    finally:
+        connection.timeout = own
+
+
+def _cap_the_wait(connection: Any, plan: Plan) -> None:
+    """Lower the socket's timeout to what is left before the response is read: urllib3 sets
+    its read timeout on the socket after the request is sent."""
+    left = time_left_for_call(plan)
+    if left is None:
+        return
+    if left == 0.0:
+        raise _nothing_left()
+    sock = connection.sock
+    if sock is not None:
+        sock.settimeout(capped(sock.gettimeout(), left))
+        connection.__dict__[_CAPPED_SOCKET] = True
+
+
+def _own_timeout(connection: Any) -> float | None:
+    """The connection's own timeout in seconds (None: none); http.client's default stands for
+    the socket module's."""
+    timeout = connection.timeout
+    if timeout is None or isinstance(timeout, (int, float)):
+        return timeout
+    return socket.getdefaulttimeout()
+
+
+def _nothing_left() -> TimeoutError:
+    """What a socket raises when its timeout runs out, for a call made after the deadline."""
+    return TimeoutError("timed out (nothing was left of the caller's deadline)")
