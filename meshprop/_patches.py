@@ -56,6 +56,7 @@ register(
         Patch("httpx", "Client", "send", _from("httpx", "patched_send")),
         Patch("httpx", "AsyncClient", "send", _from("httpx", "patched_async_send")),
         Patch("aiohttp", "ClientRequest", "send", _from("aiohttp", "patched_send")),
+        Patch("aiohttp", "ClientResponse", "start", _from("aiohttp", "patched_start")),
         Patch("aiohttp.web", "Application", "__init__", _from("aiohttp", "patched_app_init")),
         *(
             Patch(module, owner, "build_middleware_stack", _from("asgi", "patched_build_stack"))

@@ -32,12 +32,21 @@ goes without meshprop.
 has client middlewares, and the trace config where it does not.
 
 All of them run in the task that makes the call, so they see that task's request context.
+
+With ``Config.cap_timeouts``, the client middleware (so ``ClientSession(...)``) and
+``instrument()`` give each call no more than what is left of the caller's deadline: the wait
+for the response and for its body end with ``aiohttp.ServerTimeoutError``, and a call made when
+nothing is left fails at once with ``aiohttp.ConnectionTimeoutError``, both the
+``asyncio.TimeoutError`` aiohttp raises for its own timeouts. aiohttp's own timeouts still
+apply. The trace config cannot end a call, so it caps nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Mapping
+import sys
+from collections.abc import Awaitable, Mapping
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +55,7 @@ from ._instrument import active_plan
 
 require("aiohttp", "aiohttp")
 
+import aiohttp  # noqa: E402
 from aiohttp import ClientSession as _ClientSession  # noqa: E402
 from aiohttp import TraceConfig, TraceRequestRedirectParams, TraceRequestStartParams, web  # noqa: E402
 from multidict import CIMultiDict  # noqa: E402
@@ -53,6 +63,7 @@ from yarl import URL  # noqa: E402
 
 from ._capture import capture_multidict  # noqa: E402
 from ._config import Config  # noqa: E402
+from ._deadline import time_left_for_call  # noqa: E402
 from ._outbound import (  # noqa: E402
     RECORDERS,
     EncodedCache,
@@ -68,11 +79,17 @@ from ._tracing import tracing  # noqa: E402
 
 if TYPE_CHECKING:
     from aiohttp import ClientHandlerType, ClientMiddlewareType, ClientRequest, ClientResponse
+    from aiohttp.connector import Connection
+    from aiohttp.streams import StreamReader
     from aiohttp.typedefs import Handler, Middleware
 
 __all__ = ["ClientSession", "client_middleware", "middleware", "setup", "trace_config"]
 
 _HAS_CLIENT_MIDDLEWARES = "middlewares" in inspect.signature(_ClientSession).parameters
+# What aiohttp raises when a connect times out (3.10+), else its older server timeout.
+_ConnectionTimeoutError: type[aiohttp.ServerTimeoutError] = getattr(
+    aiohttp, "ConnectionTimeoutError", aiohttp.ServerTimeoutError
+)
 
 # Where the middleware leaves the request id for the on_response_prepare handler, which may run
 # after the context is reset (aiohttp prepares a returned response, and its own 500, later).
@@ -199,9 +216,80 @@ def client_middleware(config: Config | None = None) -> ClientMiddlewareType:
                 _record(request, request.headers, host, added, plan)
         elif RECORDERS:
             _record(request, request.headers, host, {}, plan)
+        if plan.cap_timeouts:
+            return await _within_deadline(request, handler, plan)
         return await handler(request)
 
     return meshprop_client_middleware
+
+
+async def _within_deadline(
+    request: ClientRequest, handler: ClientHandlerType, plan: Plan
+) -> ClientResponse:
+    """One hop made within what is left of the deadline: its connect, its send and the wait
+    for its response; then its body (``_fail_a_late_body``)."""
+    left = time_left_for_call(plan)
+    if left is None:
+        return await handler(request)
+    if left == 0.0:
+        raise _nothing_left(request.url)
+    response = await _call_within(left, handler(request), request.url)
+    _fail_a_late_body(response, plan)
+    return response
+
+
+def _fail_a_late_body(response: ClientResponse, plan: Plan) -> None:
+    """Make a body still arriving when the deadline passes fail as aiohttp fails one that
+    times out (the exception set on the stream, whoever reads it and however). A body fully
+    received in time stays readable."""
+    content = response.content
+    left = time_left_for_call(plan)
+    if left is None or content.is_eof():
+        return
+    late = asyncio.get_running_loop().call_later(left, _end_late_body, content, response.url)
+    content.on_eof(late.cancel)
+
+
+def _end_late_body(content: StreamReader, url: URL) -> None:
+    if not content.is_eof() and content.exception() is None:
+        content.set_exception(_deadline_passed(url))
+
+
+if sys.version_info >= (3, 11):
+
+    async def _call_within(
+        left: float, call: Awaitable[ClientResponse], url: URL
+    ) -> ClientResponse:
+        timeout = asyncio.timeout(left)
+        try:
+            async with timeout:
+                return await call
+        except TimeoutError:
+            if timeout.expired():
+                raise _deadline_passed(url) from None
+            raise  # one of aiohttp's own timeouts, shorter than what was left
+
+else:
+
+    async def _call_within(
+        left: float, call: Awaitable[ClientResponse], url: URL
+    ) -> ClientResponse:
+        try:
+            return await asyncio.wait_for(call, left)
+        except asyncio.TimeoutError as error:
+            if isinstance(error, aiohttp.ServerTimeoutError):
+                raise  # aiohttp's own connect or read timeout
+            raise _deadline_passed(url) from None
+
+
+def _nothing_left(url: URL) -> aiohttp.ServerTimeoutError:
+    return _ConnectionTimeoutError(
+        f"Connection timeout to host {url} (nothing was left of the caller's deadline)"
+    )
+
+
+def _deadline_passed(url: URL) -> aiohttp.ServerTimeoutError:
+    return aiohttp.ServerTimeoutError(f"Timeout on request to {url}: the caller's deadline passed")
 
 
 class _Encoded:
@@ -308,11 +396,15 @@ def _next_host(params: TraceRequestRedirectParams) -> str | None:
 
 def patched_send(original: Any) -> Any:
     """``ClientRequest.send`` that adds what the request's host should get: aiohttp builds each
-    redirect hop as a new request from the caller's headers, so each hop is decided alone."""
+    redirect hop as a new request from the caller's headers, so each hop is decided alone.
+    With ``cap_timeouts``, a request made when nothing is left of the deadline fails before a
+    byte is written (the connection is open by then, or taken from the pool)."""
 
     async def send(self: ClientRequest, conn: Any) -> ClientResponse:
         plan = active_plan()
         host = self.url.host
+        if plan is not None and plan.cap_timeouts and time_left_for_call(plan) == 0.0:
+            raise _nothing_left(self.url)
         if plan is not None and host is not None:
             forwarded = headers_for_host(host, plan)
             headers = self.headers
@@ -327,6 +419,23 @@ def patched_send(original: Any) -> Any:
         return response
 
     return send
+
+
+def patched_start(original: Any) -> Any:
+    """``ClientResponse.start`` (the wait for the response headers) within what is left of the
+    deadline, and then the body, with ``cap_timeouts``."""
+
+    async def start(self: ClientResponse, connection: Connection) -> ClientResponse:
+        plan = active_plan()
+        left = None if plan is None or not plan.cap_timeouts else time_left_for_call(plan)
+        if plan is None or left is None:
+            response: ClientResponse = await original(self, connection)
+            return response
+        response = await _call_within(left, original(self, connection), self.url)
+        _fail_a_late_body(response, plan)
+        return response
+
+    return start
 
 
 def patched_app_init(original: Any) -> Any:
