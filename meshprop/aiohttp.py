@@ -33,12 +33,13 @@ has client middlewares, and the trace config where it does not.
 
 All of them run in the task that makes the call, so they see that task's request context.
 
-With ``Config.cap_timeouts``, the client middleware (so ``ClientSession(...)``) and
-``instrument()`` give each call no more than what is left of the caller's deadline: the wait
-for the response and for its body end with ``aiohttp.ServerTimeoutError``, and a call made when
-nothing is left fails at once with ``aiohttp.ConnectionTimeoutError``, both the
-``asyncio.TimeoutError`` aiohttp raises for its own timeouts. aiohttp's own timeouts still
-apply. The trace config cannot end a call, so it caps nothing.
+With ``Config.cap_timeouts``, the client middleware (so ``ClientSession(...)``) gives each hop
+no more than what is left of the caller's deadline, for its connect, send, response and body:
+past it the call fails with ``aiohttp.ServerTimeoutError``, and a call made when nothing is
+left fails before connecting with ``aiohttp.ConnectionTimeoutError`` (both are the
+``asyncio.TimeoutError`` aiohttp raises for its own timeouts, which still apply). Under
+``instrument()`` the same holds from the send on: the connect comes before the patched
+``ClientRequest.send``. The trace config cannot end a call, so it caps nothing.
 """
 
 from __future__ import annotations
