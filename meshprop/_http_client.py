@@ -8,12 +8,13 @@ connection's host: a redirect is a new request, decided again.
 With ``Config.cap_timeouts``, the connect and the send (``endheaders``) and the wait for the
 response (``getresponse``) each get no more than what is left of the caller's deadline, so they
 fail with the socket's own ``TimeoutError``, which urllib3 and ``urllib.request`` report as they
-report any timeout.
+report any timeout. A request made when nothing is left fails before a byte is sent.
 """
 
 from __future__ import annotations
 
 import socket
+import sys
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
@@ -102,7 +103,7 @@ def _end_within_deadline(connection: Any, plan: Plan, end: Callable[[], None]) -
         end()
         return
     if left == 0.0:
-        raise _nothing_left()
+        raise _nothing_left_to_send(connection)
     own = connection.timeout
     limit = capped(_own_timeout(connection), left)
     if sock is not None:
@@ -141,3 +142,17 @@ def _own_timeout(connection: Any) -> float | None:
 def _nothing_left() -> TimeoutError:
     """What a socket raises when its timeout runs out, for a call made after the deadline."""
     return TimeoutError("timed out (nothing was left of the caller's deadline)")
+
+
+def _nothing_left_to_send(connection: Any) -> Exception:
+    """What the connection's client raises for a connect that timed out: for a urllib3
+    connection urllib3's own ``ConnectTimeoutError`` (urllib3 takes an ``OSError`` raised while
+    sending for a dropped connection), else the socket's ``TimeoutError``."""
+    urllib3_connection = sys.modules.get("urllib3.connection")
+    if urllib3_connection is not None and isinstance(connection, urllib3_connection.HTTPConnection):
+        from urllib3.exceptions import ConnectTimeoutError
+
+        return ConnectTimeoutError(
+            connection, f"Connection to {connection.host} timed out. (nothing was left)"
+        )
+    return _nothing_left()

@@ -48,7 +48,6 @@ register(
         Patch("http.client", "HTTPConnection", "putheader", _from("_http_client", "putheader")),
         Patch("http.client", "HTTPConnection", "endheaders", _from("_http_client", "endheaders")),
         Patch("http.client", "HTTPConnection", "getresponse", _from("_http_client", "getresponse")),
-        Patch("urllib3.connection", "HTTPConnection", "request", _from("_urllib3", "request")),
         *(
             Patch("requests", "Session", name, _from("requests", f"patched_{name}"))
             for name in ("prepare_request", "send", "rebuild_auth")
