@@ -128,9 +128,7 @@ async def test_a_call_made_when_nothing_is_left_fails_before_it_is_sent(
     async with session_for(CAP) as session:
         with meshprop.bind({EXPECTED: "1"}):
             await asyncio.sleep(0.01)
-            took = await _fails_with(
-                aiohttp.ConnectionTimeoutError, session, server.url + "/slow"
-            )
+            took = await _fails_with(aiohttp.ConnectionTimeoutError, session, server.url + "/slow")
     assert took < MARGIN
     assert server.received == []
 
@@ -193,9 +191,7 @@ async def test_a_body_still_arriving_at_the_deadline_fails_with_aiohttps_timeout
     assert time.monotonic() - started < 0.4 + MARGIN
 
 
-async def test_a_streamed_body_read_fails_the_same_way(
-    stalling: str, session_for: Session
-) -> None:
+async def test_a_streamed_body_read_fails_the_same_way(stalling: str, session_for: Session) -> None:
     async with session_for(CAP) as session:
         with meshprop.bind({EXPECTED: "400"}):
             async with session.get(stalling + "/stalled-body") as response:
