@@ -39,7 +39,11 @@ decided_above: ContextVar[bool] = ContextVar("meshprop.decided_above", default=F
 def putrequest(original: Callable[..., None]) -> Callable[..., None]:
     def patched(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> None:
         original(self, method, url, *args, **kwargs)
-        self.__dict__[_PUT_NAMES] = set()
+        # A request the client above decided (requests' Session.send) needs no names kept.
+        if decided_above.get():
+            self.__dict__.pop(_PUT_NAMES, None)
+        else:
+            self.__dict__[_PUT_NAMES] = set()
 
     return patched
 
