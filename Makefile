@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-dev
 # The core tests also run on the oldest and newest supported Pythons (pyenv has them here).
 CORE_TESTS := tests/test_headers.py tests/test_capture.py tests/test_snapshot.py \
 	tests/test_config.py tests/test_scope.py tests/test_outbound.py tests/test_vectors.py \
-	tests/test_fast_path.py tests/test_package.py tests/test_inject.py
+	tests/test_fast_path.py tests/test_package.py tests/test_inject.py tests/test_deadline.py
 
 .PHONY: demo test lint typecheck check test-versions bench bench-quick bench-instructions clean sidecar \
 	stress stress-ci redis
