@@ -222,18 +222,20 @@ def snapshot_from(found: dict[str, str], plan: Plan) -> Snapshot:
 
 
 def _deadline_at(found: dict[str, str]) -> float | None:
-    """Take the deadline headers out of ``found``: the instant the caller stops waiting, by the
-    nearer of the two where both came, or None."""
-    seconds = None
+    """Take the deadline headers out of ``found``: the instant the caller stops waiting (the
+    nearer where both came), or None."""
+    deadline_at = None
     expected = found.pop(_deadline.EXPECTED_TIMEOUT, None)
     if expected is not None:
         seconds = _deadline.expected_timeout_seconds(_first_member(expected))
+        if seconds is not None:
+            deadline_at = _deadline.at(seconds)
     grpc_timeout = found.pop(_deadline.GRPC_TIMEOUT, None)
     if grpc_timeout is not None:
-        grpc_seconds = _deadline.grpc_timeout_seconds(_first_member(grpc_timeout))
-        if grpc_seconds is not None and (seconds is None or grpc_seconds < seconds):
-            seconds = grpc_seconds
-    return None if seconds is None else _deadline.at(seconds)
+        seconds = _deadline.grpc_timeout_seconds(_first_member(grpc_timeout))
+        if seconds is not None:
+            deadline_at = _deadline.nearer(deadline_at, seconds)
+    return deadline_at
 
 
 def _first_member(value: str) -> str:

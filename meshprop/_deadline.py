@@ -31,10 +31,10 @@ _GRPC_TIMEOUT = re.compile("([0-9]{1,8})([HMSmun])")
 _GRPC_UNIT_SECONDS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 
 
-def expected_timeout_seconds(value: str | bytes) -> float | None:
+def expected_timeout_seconds(value: str | bytes | bytearray) -> float | None:
     """Seconds from an ``x-envoy-expected-rq-timeout-ms`` value; None for a malformed value or
     0 (no timeout: nothing to cap)."""
-    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    text = value if isinstance(value, str) else value.decode("latin-1")
     text = text.strip(" \t")
     if _EXPECTED_TIMEOUT.fullmatch(text) is None:
         return None

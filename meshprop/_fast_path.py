@@ -35,9 +35,9 @@ _BOUNDED_REPEAT = re.compile(r"(\{[0-9]+(?:,[0-9]+)?\})")
 
 
 def _deadline_at(value: bytes | bytearray | str) -> float | None:
-    """The deadline of a matched ``x-envoy-expected-rq-timeout-ms`` line (0: none)."""
-    milliseconds = int(value)
-    return _deadline.at(milliseconds / 1000) if milliseconds else None
+    """The deadline of a matched, non-empty ``x-envoy-expected-rq-timeout-ms`` line."""
+    seconds = _deadline.expected_timeout_seconds(value)
+    return None if seconds is None else _deadline.at(seconds)
 
 
 class CaseInsensitiveMultiDict(Protocol):
